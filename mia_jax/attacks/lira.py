@@ -1,0 +1,224 @@
+"""LiRA (Carlini et al., S&P 2022) on the scaled logit phi, online and offline.
+
+For target model t and pool example i, the shadows are the other models: IN shadows trained on
+i, OUT shadows did not. Per example and query, as the reference code: mu = median of phi over
+the shadows, sigma = np.std (ddof 0) over the shadows, plus 1e-30 in every Gaussian.
+
+  lira_online             mean_q [log N(phi_t; mu_in, s_in) - log N(phi_t; mu_out, s_out)]
+  lira_online_fixed_var   the same with one global s_in and one global s_out
+  lira_offline            mean_q log Pr[Z <= phi_t], Z ~ N(mu_out, s_out^2)  (paper's 1-sided test)
+  lira_offline_fixed_var  the same with the global s_out
+  lira_offline_logpdf     mean_q -log N(phi_t; mu_out, s_out)  (the reference code's offline)
+
+Global sigmas (fixed variance): s_in is the np.std of all residuals phi - mu_in over every
+(example, query, IN shadow), s_out likewise over the OUT shadows (the reference code's bug of
+reusing the IN std for OUT is not copied).
+
+Examples without IN (or OUT) shadows: that example's missing mu is borrowed from the other
+group plus the typical shift, mu_in = mu_out + median_i(mu_in - mu_out) over examples having
+both (per query), and its sigma is the median sigma of that group. Unlike the reference code,
+which truncates every example to the smallest shadow count, all shadows are used.
+
+Speed: phi is sorted over the models once per data (IN and OUT separately, other entries
++inf); a target's leave-one-out median is read from those sorted rows by index arithmetic
+and its std from running sums, so each extra target costs O(N Q M) without a sort.
+"""
+
+from typing import Sequence
+
+import numpy as np
+from scipy import special
+
+from mia_jax.attacks.base import AttackData, check_targets
+from mia_jax.errors import ConfigError
+
+_EPS = 1e-30
+_HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+
+
+def _group_table(phi: np.ndarray, mask: np.ndarray) -> dict:
+  """Sorted rows and centred sums of phi [M, N, Q] over the models where mask [M, N]."""
+  num_models = phi.shape[0]
+  k = mask.sum(axis=0)  # [N]
+  masked = np.where(mask[:, :, None], phi, np.inf)
+  rows = np.ascontiguousarray(np.moveaxis(masked, 0, -1))  # [N, Q, M]
+  del masked
+  rows.sort(axis=-1)
+  total = np.zeros(phi.shape[1:], np.float64)
+  for m in range(num_models):
+    total += np.where(mask[m][:, None], phi[m], 0.0)
+  center = total / np.maximum(k, 1)[:, None]  # [N, Q], keeps the sums well conditioned
+  s1 = np.zeros_like(center)
+  s2 = np.zeros_like(center)
+  for m in range(num_models):
+    d = np.where(mask[m][:, None], phi[m] - center, 0.0)
+    s1 += d
+    s2 += d * d
+  return {"rows": rows, "k": k, "center": center, "s1": s1, "s2": s2}
+
+
+def _tables(data: AttackData) -> dict:
+  def compute():
+    phi = data.signal("scaled_logit")
+    keep = np.asarray(data.keep)
+    return {"phi": phi, "in": _group_table(phi, keep), "out": _group_table(phi, ~keep)}
+  return data.cached(("lira", "tables"), compute)
+
+
+@np.errstate(invalid="ignore")
+def _leave_one_out(table: dict, v: np.ndarray, drop: np.ndarray) -> dict:
+  """Per-example stats of one group without the target.
+
+  Args:
+    table: from _group_table.
+    v: float [N, Q], the target's phi.
+    drop: bool [N], whether the target is in this group for the example.
+
+  Returns:
+    {"k": int [N], "mu", "sigma": float64 [N, Q], "r1", "r2": float64 scalars (sum of
+    residuals phi - mu and of their squares over all kept entries), "count": total entries}.
+  """
+  rows = table["rows"]
+  k = table["k"] - drop  # [N]
+  pos = np.sum(rows < v[..., None], axis=-1)  # where the target sits in its sorted row
+  pos = np.where(drop[:, None], pos, rows.shape[-1])
+  kq = np.broadcast_to(k[:, None], v.shape)
+  lo = np.maximum((kq - 1) // 2, 0)
+  hi = kq // 2
+  lo = lo + (lo >= pos)
+  hi = np.minimum(hi + (hi >= pos), rows.shape[-1] - 1)
+  pick = lambda j: np.take_along_axis(rows, j[..., None], axis=-1)[..., 0].astype(np.float64)
+  mu = 0.5 * (pick(lo) + pick(hi))
+  d = np.where(drop[:, None], v - table["center"], 0.0)
+  s1, s2 = table["s1"] - d, table["s2"] - d * d
+  kf = np.maximum(kq, 1).astype(np.float64)
+  var = np.maximum(s2 / kf - (s1 / kf) ** 2, 0.0)
+  var = np.where(kq > 1, var, 0.0)
+  e = mu - table["center"]
+  valid = kq > 0
+  r1 = np.sum(np.where(valid, s1 - kq * e, 0.0))
+  r2 = np.sum(np.where(valid, s2 - 2.0 * e * s1 + kq * e * e, 0.0))
+  mu = np.where(valid, mu, np.nan)
+  return {"k": k, "mu": mu, "sigma": np.sqrt(var), "r1": r1, "r2": r2,
+          "count": int(kq.sum())}
+
+
+def _global_sigma(stats: dict) -> float:
+  n = max(stats["count"], 1)
+  return float(np.sqrt(max(stats["r2"] / n - (stats["r1"] / n) ** 2, 0.0)))
+
+
+def _fill_missing(a: dict, b: dict) -> None:
+  """Fills a's examples without shadows from b's: mu_a = mu_b + shift, sigma = median."""
+  missing = a["k"] == 0
+  if not missing.any() or missing.all():  # all missing: _need raises where it matters
+    return
+  both = ~missing & (b["k"] > 0)
+  if both.any():
+    shift = np.median(a["mu"][both] - b["mu"][both], axis=0)  # [Q]
+  else:
+    shift = np.median(a["mu"][~missing], axis=0) - np.median(b["mu"][b["k"] > 0], axis=0)
+  a["mu"] = np.where(missing[:, None], b["mu"] + shift, a["mu"])
+  a["sigma"] = np.where(missing[:, None], np.median(a["sigma"][~missing], axis=0), a["sigma"])
+
+
+def shadow_stats(data: AttackData, target: int) -> tuple[np.ndarray, dict, dict]:
+  """The target's phi [N, Q] and its IN and OUT shadow stats, cached per target.
+
+  Each stats dict holds "mu" and "sigma" [N, Q] (in phi's dtype, so the cache costs
+  4 * N * Q floats per target) and "global_sigma" (the fixed-variance sigma). Examples
+  without shadows in a group are filled as the module docstring says; if no example has
+  any, that group's mu is NaN and the attacks needing it raise ConfigError.
+  """
+  def compute():
+    tables = _tables(data)
+    keep_t = np.asarray(data.keep[target])
+    v = tables["phi"][target]
+    st_in = _leave_one_out(tables["in"], v, keep_t)
+    st_out = _leave_one_out(tables["out"], v, ~keep_t)
+    _fill_missing(st_out, st_in)
+    _fill_missing(st_in, st_out)
+    compact = lambda st: {"mu": st["mu"].astype(v.dtype), "sigma": st["sigma"].astype(v.dtype),
+                          "k": st["k"], "global_sigma": _global_sigma(st)}
+    return v, compact(st_in), compact(st_out)
+  return data.cached(("lira", "stats", int(target)), compute)
+
+
+def _logpdf(x, mu, sigma):
+  sigma = sigma + _EPS
+  return -0.5 * ((x - mu) / sigma) ** 2 - np.log(sigma) - _HALF_LOG_2PI
+
+
+def _per_target(data, targets, fn) -> np.ndarray:
+  """Stacks fn(phi_t, stats_in, stats_out) [N] over targets, all in float64: [T, N]."""
+  targets = check_targets(data, targets)
+  f64 = lambda st: {k: (x if k == "k" else np.asarray(x, np.float64)) for k, x in st.items()}
+  rows = []
+  for t in targets:
+    v, st_in, st_out = shadow_stats(data, t)
+    rows.append(fn(v.astype(np.float64), f64(st_in), f64(st_out)))
+  return np.stack(rows)
+
+
+def _need(st: dict, name: str) -> None:
+  if np.isnan(st["mu"]).any():
+    raise ConfigError(f"no example has an {name} shadow model for this target; the "
+                      f"{'offline' if name == 'OUT' else 'online'} attack needs some")
+
+
+def _sigma(st: dict, other: dict, fixed: bool) -> np.ndarray:
+  """Per-example sigma [N, Q], or the group's global sigma where it cannot be estimated.
+
+  A std over fewer than 2 shadows is 0, which would make the Gaussian a spike and the score
+  meaningless (with 4 models, every member of a target has a single IN shadow); such examples
+  take the group's global sigma, and a group whose global sigma is 0 too takes the other
+  group's.
+  """
+  glob = st["global_sigma"] if st["global_sigma"] > 0 else other["global_sigma"]
+  if fixed:
+    return np.asarray(glob)
+  k = np.asarray(st["k"])[:, None]
+  return np.where(k >= 2, st["sigma"], glob)
+
+
+def _online(v, st_in, st_out, fixed):
+  _need(st_in, "IN")
+  _need(st_out, "OUT")
+  s_in = _sigma(st_in, st_out, fixed)
+  s_out = _sigma(st_out, st_in, fixed)
+  return np.mean(_logpdf(v, st_in["mu"], s_in) - _logpdf(v, st_out["mu"], s_out), axis=-1)
+
+
+def _offline(v, st_out, fixed):
+  _need(st_out, "OUT")
+  s_out = _sigma(st_out, st_out, fixed) + _EPS
+  return np.mean(special.log_ndtr((v - st_out["mu"]) / s_out), axis=-1)
+
+
+def lira_online(data: AttackData, targets: Sequence[int]) -> np.ndarray:
+  """Online LiRA with per-example variances; scores [T, N]."""
+  return _per_target(data, targets, lambda v, i, o: _online(v, i, o, fixed=False))
+
+
+def lira_online_fixed_var(data: AttackData, targets: Sequence[int]) -> np.ndarray:
+  """Online LiRA with one global sigma per group (IN, OUT); scores [T, N]."""
+  return _per_target(data, targets, lambda v, i, o: _online(v, i, o, fixed=True))
+
+
+def lira_offline(data: AttackData, targets: Sequence[int]) -> np.ndarray:
+  """Offline LiRA, the paper's one-sided test log Pr[Z <= phi_t]; scores [T, N]."""
+  return _per_target(data, targets, lambda v, i, o: _offline(v, o, fixed=False))
+
+
+def lira_offline_fixed_var(data: AttackData, targets: Sequence[int]) -> np.ndarray:
+  """Offline LiRA with the global OUT sigma; scores [T, N]."""
+  return _per_target(data, targets, lambda v, i, o: _offline(v, o, fixed=True))
+
+
+def lira_offline_logpdf(data: AttackData, targets: Sequence[int]) -> np.ndarray:
+  """The reference code's offline score -log N(phi_t; mu_out, s_out); scores [T, N]."""
+  def fn(v, st_in, st_out):
+    del st_in
+    _need(st_out, "OUT")
+    return -np.mean(_logpdf(v, st_out["mu"], st_out["sigma"]), axis=-1)
+  return _per_target(data, targets, fn)

@@ -1,0 +1,47 @@
+r"""Runs one membership-inference audit.
+
+  python -m mia_jax.main --config=configs/default.py --workdir=/tmp/mia_default
+
+Any config value can be overridden, e.g. --config.train.epochs=5. Resumes from the workdir's
+latest checkpoint by default. A mistake in what was given (a name, a value, a data file) ends
+the run with one line on stderr saying what is wrong and how to mend it, and exit status 2.
+"""
+
+import logging as std_logging
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from mia_jax import pipeline
+from mia_jax.errors import UserError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logits and the report.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, get_config()).",
+                                          lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _quiet_libraries(record) -> bool:
+  """Drops the INFO chatter of orbax and tfds from the log; their warnings still show."""
+  return record.levelno >= std_logging.WARNING or not any(
+      lib in record.pathname for lib in ("orbax", "tensorflow_datasets", "matplotlib"))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.get_absl_logger().addFilter(_quiet_libraries)
+  logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
+  try:
+    pipeline.run(_CONFIG.value, _WORKDIR.value, log=logging.info)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

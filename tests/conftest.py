@@ -1,0 +1,31 @@
+"""Shared fixtures: small configs and data the tests make themselves (nothing downloaded)."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
+
+
+def load_config(name: str = "default", arg: str = ""):
+  """Imports configs/<name>.py and returns get_config(arg)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(f"_cfg_{name}", os.path.join(CONFIGS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_config():
+  """The default audit shrunk to seconds: 4 models, 3 epochs, a pool of 200 digits."""
+  c = load_config("default", "quick")
+  c.model.hidden = (32,)
+  c.attack.names = ("loss", "lira_online")
+  return c
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config()

@@ -1,0 +1,155 @@
+"""Readers (IDX, Purchase-format text, tfds mock data), splits and the keep matrix."""
+
+import gzip
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from mia_jax import data
+from mia_jax.data import membership, sources
+from mia_jax.errors import ConfigError, DataError
+
+
+def write_idx(path, array, compress=True):
+  codes = {np.uint8: 0x08}
+  header = bytes([0, 0, codes[array.dtype.type], array.ndim])
+  header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+  payload = header + array.tobytes()
+  opener = gzip.open if compress else open
+  with opener(path, "wb") as f:
+    f.write(payload)
+  return payload
+
+
+def make_idx_dir(folder, n_train=30, n_test=10, size=6):
+  rng = np.random.default_rng(0)
+  arrays = {
+      "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
+      "train-labels-idx1-ubyte.gz": rng.integers(0, 10, (n_train,), dtype=np.uint8),
+      "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
+      "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, (n_test,), dtype=np.uint8),
+  }
+  arrays["train-labels-idx1-ubyte.gz"][0] = 9
+  for name, arr in arrays.items():
+    write_idx(os.path.join(folder, name), arr)
+  return arrays
+
+
+def data_config(**kw):
+  c = ml_collections.ConfigDict(dict(name="digits", dir="", file="", seed=0, pool_size=0,
+                                     val_size=0, test_size=0, normalise=True, num_classes=0))
+  c.update(kw)
+  return c
+
+
+def test_idx_reader_roundtrip(tmp_path):
+  arrays = make_idx_dir(tmp_path)
+  for name, arr in arrays.items():
+    np.testing.assert_array_equal(sources.read_idx(str(tmp_path / name)), arr)
+
+
+def test_fashion_mnist_reader_joins_splits(tmp_path):
+  arrays = make_idx_dir(tmp_path)
+  raw = sources.load_fashion_mnist(data_config(name="fashion_mnist", dir=str(tmp_path)))
+  assert raw.x.shape == (40, 6, 6, 1) and raw.is_image and raw.num_classes == 10
+  np.testing.assert_allclose(raw.x[:30, ..., 0], arrays["train-images-idx3-ubyte.gz"] / 255.0)
+  np.testing.assert_array_equal(raw.y[30:], arrays["t10k-labels-idx1-ubyte.gz"])
+
+
+@pytest.mark.parametrize("damage", ["truncate_gzip", "truncate_payload", "bad_magic", "not_gzip"])
+def test_corrupt_idx_is_a_data_error(tmp_path, damage):
+  path = str(tmp_path / "x-idx3-ubyte.gz")
+  payload = write_idx(path, np.zeros((5, 4, 4), np.uint8))
+  if damage == "truncate_gzip":
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw[: len(raw) // 2])
+  elif damage == "truncate_payload":
+    with gzip.open(path, "wb") as f:
+      f.write(payload[:-7])
+  elif damage == "bad_magic":
+    with gzip.open(path, "wb") as f:
+      f.write(b"\x12\x34" + payload[2:])
+  else:
+    open(path, "wb").write(b"plain text, no gzip here")
+  with pytest.raises(DataError) as e:
+    sources.read_idx(path)
+  assert "\n" not in str(e.value) and path in str(e.value)
+
+
+def test_missing_idx_dir_says_how_to_mend(tmp_path):
+  with pytest.raises(DataError, match="data.dir"):
+    sources.load_fashion_mnist(data_config(name="fashion_mnist", dir=str(tmp_path / "nowhere")))
+
+
+def test_tabular_reader(tmp_path):
+  path = tmp_path / "purchase.txt"
+  rows = ["3,1,0,1,1", "1,0,0,1,0", "2,1,1,1,1", "3,0,1,0,0"]
+  path.write_text("\n".join(rows) + "\n")
+  raw = sources.load_tabular(data_config(name="purchase100", file=str(path)))
+  np.testing.assert_array_equal(raw.y, [2, 0, 1, 2])   # 1-based labels shifted
+  np.testing.assert_array_equal(raw.x[1], [0, 0, 1, 0])
+  assert not raw.is_image and raw.num_classes == 3
+  raw = sources.load_tabular(data_config(name="purchase100", file=str(path), num_classes=100))
+  assert raw.num_classes == 100
+
+
+@pytest.mark.parametrize("text,match", [("1,0,1\n2,0\n", "same number"), ("1,a,0\n", "not numbers"),
+                                        ("", "no records")])
+def test_tabular_reader_rejects_bad_files(tmp_path, text, match):
+  path = tmp_path / "bad.txt"
+  path.write_text(text)
+  with pytest.raises(DataError, match=match):
+    sources.load_tabular(data_config(name="texas100", file=str(path)))
+
+
+def test_tabular_missing_file():
+  with pytest.raises(DataError, match="not found"):
+    sources.load_tabular(data_config(name="purchase100", file="/nonexistent/p100.txt"))
+
+
+def test_tfds_reader_on_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=12):
+    raw = sources.load_tfds(data_config(name="tfds:mnist"))
+  assert raw.x.ndim == 4 and raw.x.shape[1:] == (28, 28, 1)
+  assert raw.num_classes == 10 and len(raw.y) == len(raw.x) == 24   # train and test joined
+  assert 0.0 <= raw.x.min() and raw.x.max() <= 1.0
+
+
+def test_digits_split_and_normalisation():
+  ds = data.load(data_config(pool_size=1000, val_size=200))
+  assert len(ds.pool_y) == 1000 and len(ds.val_y) == 200 and len(ds.test_y) == 597
+  assert ds.input_shape == (8, 8, 1)
+  np.testing.assert_allclose(ds.pool_x.mean(), 0.0, atol=1e-5)
+  np.testing.assert_allclose(ds.pool_x.std(), 1.0, atol=1e-3)
+
+
+def test_split_too_large_is_a_config_error():
+  with pytest.raises(ConfigError, match="too few"):
+    data.load(data_config(pool_size=5000))
+
+
+def test_unknown_dataset():
+  with pytest.raises(ConfigError, match="data.name"):
+    data.check_name("cifar11")
+
+
+def test_keep_matrix_matches_lira_reference():
+  m, n, pkeep = 16, 300, 0.5
+  keep = membership.keep_matrix(7, m, n, pkeep)
+  # LiRA's reference draw, written out with the same generator.
+  u = np.random.default_rng(7).uniform(0, 1, size=(m, n))
+  np.testing.assert_array_equal(keep, u.argsort(0) < int(pkeep * m))
+  assert keep.dtype == bool and keep.shape == (m, n)
+  np.testing.assert_array_equal(keep.sum(0), int(pkeep * m))   # every example IN for pkeep*M
+  assert abs(keep.sum(1).mean() - pkeep * n) < 1e-9 * n + 1      # models hold pkeep*N on average
+  np.testing.assert_array_equal(keep, membership.keep_matrix(7, m, n, pkeep))
+  assert not np.array_equal(keep, membership.keep_matrix(8, m, n, pkeep))
+
+
+@pytest.mark.parametrize("m,pkeep", [(1, 0.5), (16, 0.0), (16, 1.0), (4, 0.1)])
+def test_keep_matrix_rejects_bad_values(m, pkeep):
+  with pytest.raises(ConfigError):
+    membership.keep_matrix(0, m, 10, pkeep)

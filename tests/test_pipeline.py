@@ -1,0 +1,119 @@
+"""The audit end to end, from the command line, and its answers to bad input."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mia_jax import pipeline
+from mia_jax.errors import ConfigError
+
+from conftest import ROOT, tiny_config
+
+
+def test_tiny_audit_writes_everything(tmp_path):
+  config = tiny_config()
+  results = pipeline.run(config, str(tmp_path), log=lambda s: None)
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk["num_models"] == results["num_models"] == 4
+  assert len(on_disk["models"]["train_accuracy"]) == len(on_disk["models"]["test_accuracy"]) == 4
+  for name in config.attack.names:
+    a = on_disk["attacks"][name]
+    for key in ("auc", "advantage"):
+      assert 0.0 <= a[key]["mean"] <= 1.0 and a[key]["std"] >= 0.0
+    for alpha in ("0.01", "0.001"):
+      assert 0.0 <= a["tpr_at_fpr"][alpha]["mean"] <= 1.0
+  assert on_disk["timing"]["total_s"] > 0
+  assert (tmp_path / "report.md").read_text().count("| lira_online |") == 1
+  assert (tmp_path / "figures" / "roc.png").stat().st_size > 1000
+  with np.load(tmp_path / "logits.npz") as f:
+    assert f["logits"].shape == (4, 200, 2, 10)             # [M, N, Q, C]
+    np.testing.assert_array_equal(f["keep"], np.load(tmp_path / "keep.npy"))
+    assert f["population_logits"].shape[0] == 4
+  assert os.listdir(tmp_path / "checkpoints")
+
+
+def test_rerun_resumes_and_gives_the_same_results(tmp_path):
+  config = tiny_config()
+  first = pipeline.run(config, str(tmp_path), log=lambda s: None)
+  logs = []
+  second = pipeline.run(config, str(tmp_path), log=logs.append)
+  assert any("resumed from the checkpoint of epoch 3" in line for line in logs)
+  assert second["timing"]["resumed_from_epoch"] == 3
+  for name in config.attack.names:
+    assert first["attacks"][name]["auc"] == second["attacks"][name]["auc"]
+
+
+def test_workdir_of_another_config_is_refused_and_kept(tmp_path):
+  config = tiny_config()
+  pipeline.run(config, str(tmp_path), log=lambda s: None)
+  before = sorted(os.listdir(tmp_path))
+  config.train.epochs = 4
+  with pytest.raises(ConfigError, match="train.epochs: 3 there, 4 now"):
+    pipeline.run(config, str(tmp_path), log=lambda s: None)
+  assert sorted(os.listdir(tmp_path)) == before
+
+
+def run_cli(workdir, *overrides, config="configs/default.py:quick"):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run(
+      [sys.executable, "-m", "mia_jax.main", f"--config={config}", f"--workdir={workdir}",
+       "--config.model.hidden=(16,)", *overrides],
+      cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_quick_audit(tmp_path):
+  proc = run_cli(tmp_path / "w", "--config.train.epochs=2")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "epoch 2/2" in proc.stderr and "examples/s" in proc.stderr and "time left" in proc.stderr
+  results = json.loads((tmp_path / "w" / "results.json").read_text())
+  assert results["config"]["train"]["epochs"] == 2
+
+
+def _write_truncated_idx(folder):
+  os.makedirs(folder)
+  names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+  for name in names:
+    arr = np.zeros((10, 4, 4) if "images" in name else (10,), np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(os.path.join(folder, name), "wb") as f:
+      f.write((header + arr.tobytes())[:-5])
+  return folder
+
+
+BAD_INPUTS = {
+    "unknown dataset": (["--config.data.name=cifar11"], "unknown dataset"),
+    "unknown model": (["--config.model.name=transformer"], "unknown model"),
+    "unknown attack": (["--config.attack.names=('loss','lira_2')"], "unknown attack"),
+    "epochs below 1": (["--config.train.epochs=0"], "epochs"),
+    "pkeep outside (0, 1)": (["--config.membership.pkeep=1.5"], "pkeep"),
+    "fewer than 2 models": (["--config.membership.num_models=1"], "num_models"),
+    "missing data file": (["--config.data.name=purchase100", "--config.data.file=/no/such.txt"],
+                          "not found"),
+    "missing IDX folder": (["--config.data.name=fashion_mnist", "--config.data.dir=/no/such"],
+                           "not found"),
+    "truncated IDX file": (["--config.data.name=fashion_mnist", "--config.data.dir={idx}"],
+                           "truncated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_keeps_the_workdir(tmp_path, case):
+  overrides, expected = BAD_INPUTS[case]
+  idx = _write_truncated_idx(str(tmp_path / "idx"))
+  overrides = [o.format(idx=idx) for o in overrides]
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "results.json").write_text("{\"from\": \"an earlier run\"}")
+  proc = run_cli(workdir, *overrides)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and expected in lines[0], proc.stderr[-1500:]
+  assert "Traceback" not in proc.stderr
+  assert os.listdir(workdir) == ["results.json"]
+  assert (workdir / "results.json").read_text() == "{\"from\": \"an earlier run\"}"

@@ -1,0 +1,205 @@
+"""The train step, the ensemble trainer's strategies, early stopping, resume and inference."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from mia_jax import inference
+from mia_jax.data import augment, membership
+from mia_jax.models import cnn, mlp
+from mia_jax.training import ensemble, optim, steps
+
+from conftest import tiny_config
+
+
+def train_cfg(**kw):
+  c = tiny_config().train
+  c.update(kw)
+  return c
+
+
+def toy_data(n=64, shape=(6, 6, 1), classes=3, seed=0):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, classes, n).astype(np.int32)
+  x = rng.normal(size=(n,) + shape).astype(np.float32) + y.reshape((-1,) + (1,) * len(shape))
+  return x, y
+
+
+def stack(trees):
+  return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+@pytest.mark.parametrize("model", [mlp.MLP(hidden=(16,), num_classes=3, dropout=0.3),
+                                   cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch")])
+def test_vmapped_step_equals_single_step_per_model(model):
+  x, y = toy_data()
+  tx = optim.make_optimizer(train_cfg(optimizer="sgd", l2=1e-3, learning_rate=0.1), 10)
+  cfg = steps.StepConfig(label_smoothing=0.1, crop_padding=1, flip=True)
+  keys = jax.random.split(jax.random.key(0), 3)
+  states = [steps.init_state(model, tx, k, x[:1]) for k in keys]
+  rng = np.random.default_rng(1)
+  idx = rng.integers(0, len(y), (3, 8))
+  mask = (rng.uniform(size=(3, 8)) < 0.8).astype(np.float32)
+  step_keys = jax.random.split(jax.random.key(5), 3)
+  step = functools.partial(steps.train_step, model=model, tx=tx, cfg=cfg)
+  vstate, vmet = jax.jit(jax.vmap(step))(stack(states), x[idx], y[idx], mask, step_keys)
+  for m in range(3):
+    s, met = jax.jit(step)(states[m], x[idx[m]], y[idx[m]], mask[m], step_keys[m])
+    got = jax.tree.map(lambda a: a[m], vstate)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, s)
+    np.testing.assert_allclose(vmet["loss_sum"][m], met["loss_sum"], rtol=1e-5)
+
+
+def test_empty_batch_leaves_state_untouched():
+  model = mlp.MLP(hidden=(8,), num_classes=3)
+  x, y = toy_data()
+  tx = optim.make_optimizer(train_cfg(optimizer="sgd", l2=1e-2, weight_decay=1e-2), 10)
+  state = steps.init_state(model, tx, jax.random.key(0), x[:1])
+  # Momentum: take one real step first so a no-op step would still move the params.
+  state, _ = steps.train_step(state, x[:8], y[:8], jnp.ones(8), jax.random.key(1), model=model,
+                              tx=tx, cfg=steps.StepConfig())
+  after, met = steps.train_step(state, x[:8], y[:8], jnp.zeros(8), jax.random.key(2), model=model,
+                                tx=tx, cfg=steps.StepConfig())
+  jax.tree.map(np.testing.assert_array_equal, after, state)
+  assert float(met["count"]) == 0
+
+
+def test_coupled_l2_and_decoupled_weight_decay_against_hand_computation():
+  params = {"w": jnp.array([1.0, -2.0])}
+  grads = {"w": jnp.array([0.5, 0.5])}
+  lr, lam = 0.1, 0.01
+  # SGD without momentum: both forms give w - lr * (g + lam * w).
+  for kw in ({"l2": lam}, {"weight_decay": lam}):
+    tx = optim.make_optimizer(train_cfg(optimizer="sgd", momentum=0.0, learning_rate=lr,
+                                        schedule="constant", **kw), 1)
+    upd, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(upd["w"], -lr * (grads["w"] + lam * params["w"]), rtol=1e-6)
+  # Adam: coupled L2 enters the moments (first step: update = -lr * sign(g + lam w));
+  # decoupled decay does not (first step: -lr * (sign(g) + lam w)).
+  g_plus = grads["w"] + lam * params["w"]
+  tx = optim.make_optimizer(train_cfg(optimizer="adam", learning_rate=lr, schedule="constant",
+                                      l2=lam), 1)
+  upd, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(upd["w"], -lr * g_plus / (np.abs(g_plus) + 1e-8), rtol=1e-5)
+  tx = optim.make_optimizer(train_cfg(optimizer="adam", learning_rate=lr, schedule="constant",
+                                      weight_decay=lam), 1)
+  upd, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(upd["w"], -lr * (1.0 + lam * params["w"]), rtol=1e-5)
+
+
+def test_piecewise_schedule_divides_at_epochs():
+  sched = optim.learning_rate_schedule(train_cfg(schedule="piecewise", learning_rate=0.1,
+                                                 lr_decay_epochs=(2, 4), lr_decay_factor=0.1), 10)
+  np.testing.assert_allclose([sched(0), sched(19), sched(20), sched(40)], [0.1, 0.1, 0.01, 0.001],
+                             rtol=1e-6)
+
+
+def test_epoch_batches_use_only_kept_examples():
+  keep = membership.keep_matrix(0, 4, 50)
+  idx, mask = ensemble.epoch_batches(keep, 8, seed=0, epoch=3)
+  assert idx.shape == mask.shape and idx.shape[1:] == (4, 8)
+  for m in range(4):
+    real = idx[:, m][mask[:, m] > 0]
+    assert keep[m, idx[:, m]].all()                              # padding too: own examples
+    np.testing.assert_array_equal(np.sort(real), np.flatnonzero(keep[m]))   # each once
+  idx2, _ = ensemble.epoch_batches(keep, 8, seed=0, epoch=4)
+  assert not np.array_equal(idx, idx2)
+  # A model's batches do not depend on the other models of the ensemble.
+  idx_sub, mask_sub = ensemble.epoch_batches(keep[2:3], 8, seed=0, epoch=3, model_ids=[2])
+  n = int(keep[2].sum())
+  np.testing.assert_array_equal(idx_sub[:, 0].ravel()[:n], idx[:, 2].ravel()[:n])
+  np.testing.assert_array_equal(mask_sub[:, 0].ravel()[:n], 1.0)
+
+
+def test_augment_shapes_and_flip():
+  x = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 4, 1)
+  out = augment.augment(jax.random.key(0), x, crop_padding=1, flip=True)
+  assert out.shape == x.shape
+  flipped = augment.random_flip(jax.random.key(3), x)
+  for b in range(2):
+    assert (np.array_equal(flipped[b], x[b]) or np.array_equal(flipped[b], x[b, :, ::-1]))
+  q = augment.queries(x, "mirror")
+  np.testing.assert_array_equal(q[1], x[:, :, ::-1])
+  assert augment.queries(x.reshape(2, -1), "mirror").shape[0] == 1   # tabular: Q = 1
+
+
+def _train(tmp_path, strategy, epochs=3, ckpt=True, **kw):
+  x, y = toy_data(n=40, shape=(5, 5, 1))
+  keep = membership.keep_matrix(0, 3, 40)
+  cfg = train_cfg(epochs=epochs, batch_size=8, strategy=strategy, **kw)
+  model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch", dropout=0.2)
+  return ensemble.train_ensemble(model, cfg, x, y, keep, seed=3, val=(x[:10], y[:10]),
+                                 checkpoint_dir=str(tmp_path) if ckpt else None,
+                                 log=lambda s: None), model, x
+
+
+def test_loop_and_vmap_strategies_train_the_same_models(tmp_path):
+  a, _, _ = _train(tmp_path / "a", "vmap", ckpt=False)
+  b, _, _ = _train(tmp_path / "b", "loop", ckpt=False)
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5),
+               a.state.params, b.state.params)
+
+
+class Killed(Exception):
+  pass
+
+
+def test_resume_after_interruption_is_bitwise_equal(tmp_path):
+  full, _, _ = _train(tmp_path / "full", "vmap", epochs=4)
+
+  def kill_after_epoch_2(line):
+    if line.startswith("epoch 2/"):   # logged right after epoch 2's checkpoint is written
+      raise Killed()
+
+  x, y = toy_data(n=40, shape=(5, 5, 1))
+  keep = membership.keep_matrix(0, 3, 40)
+  model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch", dropout=0.2)
+  run = functools.partial(ensemble.train_ensemble, model,
+                          train_cfg(epochs=4, batch_size=8, strategy="vmap"), x, y, keep, seed=3,
+                          val=(x[:10], y[:10]), checkpoint_dir=str(tmp_path / "cut"))
+  with pytest.raises(Killed):
+    run(log=kill_after_epoch_2)
+  logs = []
+  resumed = run(log=logs.append)             # the same command, started again
+  assert resumed.resumed_from == 2 and "resumed" in logs[0]
+  jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
+  assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+  x, y = toy_data(n=40, shape=(5, 5, 1))
+  keep = membership.keep_matrix(0, 2, 40)
+  model = mlp.MLP(hidden=(8,), num_classes=3)
+  cfg = train_cfg(epochs=30, batch_size=8, early_stopping_patience=2, learning_rate=0.05)
+  vx, vy = x[:12], (y[:12] + 1) % 3      # a validation set the models cannot fit: stops early
+  res = ensemble.train_ensemble(model, cfg, x, y, keep, seed=0, val=(vx, vy), log=lambda s: None)
+  assert res.epochs_run < 30
+  val = np.array([h["val_accuracy"] for h in res.history])     # [epochs, M]
+  acc = ensemble.make_eval_fn(model)(res.state.params, res.state.batch_stats, vx, vy)
+  np.testing.assert_allclose(acc, val.max(axis=0), atol=1e-6)
+
+
+def test_query_logits_are_eval_mode():
+  """Dropout off and BatchNorm running statistics: repeated queries agree, and a batch of one
+  example gives the same logits as the full batch (batch statistics would not)."""
+  x, y = toy_data(n=16, shape=(5, 5, 1))
+  model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch", dropout=0.5)
+  tx = optax.sgd(0.1)
+  keys = jax.random.split(jax.random.key(0), 2)
+  state = jax.vmap(lambda k: steps.init_state(model, tx, k, x[:1]))(keys)
+  state = state.replace(batch_stats=jax.tree.map(lambda a: a + 0.3, state.batch_stats))
+  full = inference.query_logits(model, state, x, "mirror")
+  assert full.shape == (2, 16, 2, 3)
+  np.testing.assert_array_equal(full, inference.query_logits(model, state, x, "mirror"))
+  one = inference.query_logits(model, state, x[3:4], "mirror", batch_size=1)
+  np.testing.assert_allclose(one[:, 0], full[:, 3], rtol=1e-5, atol=1e-6)
+  variables = {"params": jax.tree.map(lambda a: a[0], state.params),
+               "batch_stats": jax.tree.map(lambda a: a[0], state.batch_stats)}
+  train_mode, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)},
+                              mutable=["batch_stats"])
+  assert not np.allclose(train_mode, full[0, :, 0], atol=1e-3)
