@@ -74,6 +74,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.attack.names = ALL_ATTACKS
   config.attack.num_targets = 0     # targets evaluated in turn (0: every model)
   config.attack.bootstrap = 200     # bootstrap resamples for the 95% intervals (0: none)
+  config.attack.scaling_targets = 2  # targets of the shadow-scaling curve (0: no curve)
   config.attack.params = ml_collections.ConfigDict()   # per attack: params.<name>.<key>
 
   if arg == "quick":

@@ -1,6 +1,9 @@
-r"""Runs one membership-inference audit.
+r"""Runs one membership-inference audit: training the models, or attack-only on saved logits.
 
   python -m mia_jax.main --config=configs/default.py --workdir=/tmp/mia_default
+  python -m mia_jax.main --config=configs/attack_only.py --config.logits=FILE.npz --workdir=DIR
+
+A config with a `logits` field (configs/attack_only.py) audits that file without training.
 
 Any config value can be overridden, e.g. --config.train.epochs=5. Resumes from the workdir's
 latest checkpoint by default. A mistake in what was given (a name, a value, a data file) ends
@@ -37,7 +40,9 @@ def main(argv):
   logging.get_absl_logger().addFilter(_quiet_libraries)
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
   try:
-    pipeline.run(_CONFIG.value, _WORKDIR.value, log=logging.info)
+    config = _CONFIG.value
+    run = pipeline.run_attack_only if "logits" in config else pipeline.run
+    run(config, _WORKDIR.value, log=logging.info)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

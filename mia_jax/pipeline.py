@@ -1,29 +1,57 @@
-"""One audit as data flowing through stages, each writing its output to the workdir:
+"""One audit as data flowing through stages, each writing its output to the workdir.
+
+Training mode (`run`):
 
   data.load -> membership.keep_matrix -> training.train_ensemble (orbax checkpoints)
-  -> inference.query_logits (logits.npz) -> attacks -> metrics -> report (results.json,
-  report.md, figures/)
+  -> inference.query_logits (logits.npz) -> attack_and_report
 
-Everything the config names is checked before the workdir is touched; a workdir that holds a
-run of another config is refused rather than overwritten.
+Attack-only mode (`run_attack_only`, config.logits = a .npz file, e.g. from PyTorch models):
+
+  logits_io.load (checked) -> attack_and_report
+
+`attack_and_report`, the stage both modes share: every attack on every target (metrics with
+bootstrap intervals, slices per class and per correct/incorrect prediction), the shadow-
+scaling curve, figures/, results.json and report.md.
+
+Everything the config names, and the logits file, is checked before the workdir is touched;
+a workdir that holds a run of another config is refused rather than overwritten.
 """
 
 import json
 import os
 import time
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
 
-from mia_jax import attacks, data, inference, models, report
+from mia_jax import attacks, data, figures, inference, logits_io, metrics, models, report
 from mia_jax.attacks import evaluate as attack_eval
 from mia_jax.data import augment, membership
-from mia_jax.errors import ConfigError
+from mia_jax.errors import ConfigError, DataError
 from mia_jax.training import ensemble, optim
 
 # Config blocks that decide the trained models; a workdir's checkpoints belong to these values.
 TRAINING_BLOCKS = ("seed", "data", "model", "membership", "train")
+# Attacks that read shadow / reference models: the ones the shadow-scaling curve reruns.
+SHADOW_ATTACK_PREFIXES = ("lira_", "rmia_", "shokri")
+
+
+def validate_attack(attack: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for an unknown attack or parameter, or a count out of range."""
+  if not attack.names:
+    raise ConfigError("attack.names is empty; name at least one attack, e.g. "
+                      "--config.attack.names=\"('loss','lira_online')\"")
+  for name in attack.names:
+    attacks.get(name)
+  for name, params in attack.params.items():
+    unknown = sorted(set(dict(params)) - set(attacks.params_of(name)))
+    if unknown:
+      raise ConfigError(f"attack {name!r} takes no parameter(s) {unknown}; it takes "
+                        f"{sorted(attacks.params_of(name)) or 'none'}")
+  for field in ("num_targets", "bootstrap", "scaling_targets"):
+    if int(attack.get(field, 0)) < 0:
+      raise ConfigError(f"attack.{field}={attack.get(field)} must be 0 or more")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -32,8 +60,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name not in models.names():
     raise ConfigError(f"unknown model {config.model.name!r}; choose one of {models.names()} "
                       "with --config.model.name=NAME")
-  for name in config.attack.names:
-    attacks.get(name)
+  validate_attack(config.attack)
   if int(config.train.epochs) < 1:
     raise ConfigError(f"train.epochs={config.train.epochs} must be at least 1; "
                       "set --config.train.epochs=30")
@@ -100,15 +127,14 @@ def _first_difference(old, new, prefix="") -> str:
   return f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"
 
 
-def attack_targets(config: ml_collections.ConfigDict) -> list[int]:
-  num_models = int(config.membership.num_models)
-  t = int(config.attack.num_targets)
-  return list(range(num_models if t <= 0 else min(t, num_models)))
+def attack_targets(num_targets: int, num_models: int) -> list[int]:
+  """The first num_targets models (0 or less: every model)."""
+  return list(range(num_models if num_targets <= 0 else min(num_targets, num_models)))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None] = print
         ) -> dict:
-  """Runs the whole audit and returns the results that it also writes to the workdir."""
+  """Trains the ensemble, queries it, and audits it; returns the results also written."""
   t_start = time.perf_counter()
   validate(config)
   ds = data.load(config.data)
@@ -139,41 +165,249 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
 
   attack_data = attacks.AttackData(logits=logits, labels=ds.pool_y, keep=keep,
                                    population_logits=test_logits, population_labels=ds.test_y)
-  targets = attack_targets(config)
-  summaries, curves = {}, {}
-  for name in config.attack.names:
-    params = dict(config.attack.params.get(name, {}))
+  header = {
+      "source": {"mode": "train"},
+      "dataset": {"name": ds.name, "pool_size": int(len(ds.pool_y)),
+                  "val_size": int(len(ds.val_y)), "test_size": int(len(ds.test_y)),
+                  "num_classes": int(ds.num_classes), "num_queries": int(logits.shape[2])},
+      "models": {"epochs_run": result.epochs_run, "history": result.history},
+      "timing": {"data_s": t_data - t_start, "train_s": t_train - t_data,
+                 "inference_s": t_infer - t_train, "resumed_from_epoch": result.resumed_from},
+  }
+  return attack_and_report(attack_data, config, workdir, header, t_start, log)
+
+
+def run_attack_only(config: ml_collections.ConfigDict, workdir: str,
+                    log: Callable[[str], None] = print) -> dict:
+  """Audits the models whose logits config.logits holds (logits_io.load), without training.
+
+  The file and the config are checked before the workdir is created or touched; the outputs
+  are those of `run` without checkpoints, keep.npy and logits.npz.
+  """
+  t_start = time.perf_counter()
+  path = str(config.get("logits", "") or "")
+  if not path:
+    raise ConfigError("attack-only mode needs the logits file: pass --config.logits=FILE.npz")
+  validate_attack(config.attack)
+  attack_data = logits_io.load(path)
+  m, n, q, c = attack_data.logits.shape
+  for t in attack_targets(int(config.attack.num_targets), m):
+    members = int(np.sum(attack_data.keep[t]))
+    if members in (0, n):
+      raise DataError(f"{path}: target model {t} has {members} members among the {n} examples; "
+                      f"each target needs members and non-members (fix keep[{t}], or lower "
+                      "--config.attack.num_targets to skip it)")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file; give a folder")
+  os.makedirs(workdir, exist_ok=True)
+  pop = attack_data.population_labels
+  log(f"logits {path}: {m} models, {n} examples, {q} queries, {c} classes, "
+      f"{0 if pop is None else len(pop)} population examples")
+  header = {
+      "source": {"mode": "attack_only", "logits_file": os.path.abspath(path)},
+      "dataset": {"name": os.path.basename(path), "pool_size": n,
+                  "test_size": 0 if pop is None else int(len(pop)), "num_classes": c,
+                  "num_queries": q},
+      "models": {},
+      "timing": {"load_s": time.perf_counter() - t_start},
+  }
+  return attack_and_report(attack_data, config, workdir, header, t_start, log)
+
+
+def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.ConfigDict,
+                      workdir: str, header: Mapping, t_start: float,
+                      log: Callable[[str], None] = print) -> dict:
+  """The stage both modes share: attacks, metrics, slices, shadow scaling, figures, report.
+
+  Args:
+    attack_data: the models' outputs and keep matrix.
+    config: the run's config; its `attack` block and `seed` are read, all of it is recorded.
+    workdir: the output folder (it exists).
+    header: results entries from the earlier stages: "source", "dataset", "models" (extra
+      entries such as epochs_run) and "timing" (their seconds).
+    t_start: time.perf_counter() at the start of the run.
+    log: takes progress lines.
+
+  Returns:
+    The results also written to results.json (see README, "What lands in the workdir").
+  """
+  acfg = config.attack
+  seed = int(config.seed)
+  targets = attack_targets(int(acfg.num_targets), attack_data.num_models)
+  params_by_name = {name: dict(acfg.params.get(name, {})) for name in acfg.names}
+  t_attack = time.perf_counter()
+  keep_rows = np.asarray(attack_data.keep)[targets]
+  predictions = attacks.target_predictions(attack_data, targets)
+  summaries, curves, first_scores = {}, {}, {}
+  for name in acfg.names:
     t0 = time.perf_counter()
-    summaries[name], curves[name] = attack_eval.evaluate_attack(
-        name, attack_data, targets, params=params, bootstrap=int(config.attack.bootstrap),
-        seed=int(config.seed))
+    scores = attacks.run(name, attack_data, targets, **params_by_name[name])
+    summaries[name], curves[name] = attack_eval.evaluate_scores(
+        name, scores, attack_data.keep, targets, params=params_by_name[name],
+        bootstrap=int(acfg.bootstrap), seed=seed)
+    summaries[name]["slices"] = slice_summary(scores, keep_rows, attack_data.labels, predictions)
     summaries[name]["seconds"] = time.perf_counter() - t0
+    first_scores[name] = scores[0]
     log(f"attack {name}: AUC {summaries[name]['auc']['mean']:.4f} ± "
         f"{summaries[name]['auc']['std']:.4f}, TPR@0.1%FPR "
         f"{summaries[name]['tpr_at_fpr']['0.001']['mean']:.4f} over {len(targets)} targets")
-  t_attack = time.perf_counter()
+  t_scaling = time.perf_counter()
+  scaling_targets = targets[:int(acfg.get("scaling_targets", 0))]
+  scaling = (shadow_scaling(attack_data, acfg.names, scaling_targets, params_by_name, seed)
+             if scaling_targets else {})
+  t_figures = time.perf_counter()
+  fig_dir = os.path.join(workdir, "figures")
+  figures.roc(os.path.join(fig_dir, "roc.png"), curves)
+  figures.score_histograms(os.path.join(fig_dir, "score_hist.png"), first_scores, keep_rows[0],
+                           targets[0])
+  if scaling.get("attacks"):
+    figures.shadow_scaling(os.path.join(fig_dir, "shadow_scaling.png"), scaling)
 
+  models_info = dict(header["models"])
+  models_info.update(model_accuracies(attack_data))
+  if header["source"]["mode"] == "train":
+    models_info["test_accuracy_on"] = "held-out test split"
+  timing = dict(header["timing"])
+  timing.update(attack_s=t_scaling - t_attack, shadow_scaling_s=t_figures - t_scaling,
+                figures_s=time.perf_counter() - t_figures)
   results = {
-      "num_models": int(keep.shape[0]),
+      "source": header["source"],
+      "num_models": attack_data.num_models,
       "targets": targets,
-      "dataset": {"name": ds.name, "pool_size": int(len(ds.pool_y)), "val_size": int(len(ds.val_y)),
-                  "test_size": int(len(ds.test_y)), "num_classes": int(ds.num_classes)},
-      "models": {
-          "train_accuracy": inference.accuracy(logits, ds.pool_y, keep).tolist(),
-          "test_accuracy": inference.accuracy(test_logits, ds.test_y).tolist(),
-          "epochs_run": result.epochs_run,
-          "history": result.history,
-      },
+      "dataset": header["dataset"],
+      "models": models_info,
       "attacks": summaries,
-      "timing": {"data_s": t_data - t_start, "train_s": t_train - t_data,
-                 "inference_s": t_infer - t_train, "attack_s": t_attack - t_infer,
-                 "resumed_from_epoch": result.resumed_from},
+      "shadow_scaling": scaling,
+      "timing": timing,
       "config": json.loads(json.dumps(config.to_dict(), default=str)),
   }
-  results["models"]["mean_train_accuracy"] = float(np.mean(results["models"]["train_accuracy"]))
-  results["models"]["mean_test_accuracy"] = float(np.mean(results["models"]["test_accuracy"]))
-  results["timing"]["total_s"] = time.perf_counter() - t_start
-  report.write(workdir, results, curves)
-  log(f"mean test accuracy {results['models']['mean_test_accuracy']:.4f}; report in "
-      f"{os.path.join(workdir, 'report.md')}; total {results['timing']['total_s']:.1f}s")
+  timing["total_s"] = time.perf_counter() - t_start
+  report.write(workdir, results)
+  log(f"mean test accuracy {models_info['mean_test_accuracy']:.4f}; report in "
+      f"{os.path.join(workdir, 'report.md')}; total {timing['total_s']:.1f}s")
   return results
+
+
+def model_accuracies(d: attacks.AttackData) -> dict:
+  """Each model's accuracy (first query) on its members and on unseen examples.
+
+  Unseen: the population when given, else each model's non-members of the pool.
+  """
+  out = {"train_accuracy": inference.accuracy(d.logits, d.labels, d.keep).tolist()}
+  if d.population_logits is not None:
+    out["test_accuracy"] = inference.accuracy(d.population_logits, d.population_labels).tolist()
+    out["test_accuracy_on"] = "population examples"
+  else:
+    out["test_accuracy"] = inference.accuracy(d.logits, d.labels, ~d.keep).tolist()
+    out["test_accuracy_on"] = "each model's non-members of the pool"
+  out["mean_train_accuracy"] = float(np.mean(out["train_accuracy"]))
+  out["mean_test_accuracy"] = float(np.mean(out["test_accuracy"]))
+  return out
+
+
+def _spread(values: Sequence[float], per_target: bool = True) -> dict:
+  values = [float(v) for v in values]
+  out = {"mean": float(np.mean(values)),
+         "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+  if per_target:
+    out["per_target"] = values
+  return out
+
+
+def _combine(items: Sequence[dict], per_target: bool) -> dict:
+  """Mean and std over targets of metrics.evaluate dicts (skipped ones only counted)."""
+  ok = [s for s in items if "skipped" not in s]
+  out = {"num_targets": len(ok),
+         "num_members": float(np.mean([s["num_members"] for s in items])),
+         "num_nonmembers": float(np.mean([s["num_nonmembers"] for s in items]))}
+  if not ok:
+    out["skipped"] = next((s["skipped"] for s in items), "no targets")
+    return out
+  for key in ("auc", "advantage", "balanced_accuracy"):
+    out[key] = _spread([s[key] for s in ok], per_target)
+  out["tpr_at_fpr"] = {a: _spread([s["tpr_at_fpr"][a] for s in ok], per_target)
+                       for a in ok[0]["tpr_at_fpr"]}
+  return out
+
+
+def slice_summary(scores: np.ndarray, keep_rows: np.ndarray, labels: np.ndarray,
+                  predictions: np.ndarray) -> dict:
+  """metrics.evaluate_slices for each target, as mean and std over targets.
+
+  Args:
+    scores: float [T, N]; keep_rows: bool [T, N], the targets' keep rows; labels: int [N];
+      predictions: int [T, N], each target's predicted classes.
+
+  Returns:
+    {"class": {str(c): s}, "correct": s, "incorrect": s}, s = {"num_targets" (those whose
+    slice has members and non-members), "num_members", "num_nonmembers" (means over all
+    targets), "auc", "advantage", "balanced_accuracy": {"mean", "std"},
+    "tpr_at_fpr": {alpha: {"mean", "std"}}}.
+  """
+  per = [metrics.evaluate_slices(scores[r], keep_rows[r], labels, predictions[r])
+         for r in range(len(scores))]
+  classes = sorted({c for s in per for c in s["class"]}, key=int)
+  return {"class": {c: _combine([s["class"][c] for s in per if c in s["class"]], False)
+                    for c in classes},
+          "correct": _combine([s["correct"] for s in per], False),
+          "incorrect": _combine([s["incorrect"] for s in per], False)}
+
+
+def scaling_sizes(num_models: int) -> list[int]:
+  """Shadow counts for the scaling curve: 2, 4, 8, ... below M - 1, then M - 1 (all)."""
+  full = num_models - 1
+  return [2 ** k for k in range(1, full.bit_length()) if 2 ** k < full] + [full]
+
+
+def shadow_subset(d: attacks.AttackData, target: int, shadows: Sequence[int]
+                  ) -> tuple[attacks.AttackData, int]:
+  """AttackData over model `target` and the given shadows, kept in index order.
+
+  Returns:
+    (data over the M' = len(shadows) + 1 models, the target's row in it). With every other
+    model as shadows it is `d` itself (copied) and the row is `target`, so attacks give the
+    same scores as on `d`.
+  """
+  chosen = np.union1d([int(target)], np.asarray(shadows, int))
+  pick = lambda a: None if a is None else np.asarray(a)[chosen]
+  sub = attacks.AttackData(logits=pick(d.logits), labels=d.labels, keep=pick(d.keep),
+                           population_logits=pick(d.population_logits),
+                           population_labels=d.population_labels)
+  return sub, int(np.searchsorted(chosen, target))
+
+
+def shadow_scaling(d: attacks.AttackData, names: Sequence[str], targets: Sequence[int],
+                   params_by_name: Mapping[str, Mapping] | None = None, seed: int = 0,
+                   sizes: Sequence[int] | None = None) -> dict:
+  """Shadow-based attacks rerun on random subsets of each target's shadows.
+
+  For each target t and size k, k of the other models are drawn (numpy default_rng of
+  [seed, t, k]; all of them at k = M - 1) and every attack in `names` that reads shadows
+  (SHADOW_ATTACK_PREFIXES) is run on AttackData of t and those shadows, then evaluated
+  against keep[t].
+
+  Returns:
+    {"sizes": [K], "targets": [T], "attacks": {name: [point per size]}}, a point being
+    {"num_shadows": k, "auc": {"mean", "std", "per_target"}, "tpr_at_fpr": {alpha: ...}} or
+    {"num_shadows": k, "skipped": reason} where the attack cannot run with k shadows.
+  """
+  params_by_name = dict(params_by_name or {})
+  names = [n for n in names if n.startswith(SHADOW_ATTACK_PREFIXES)]
+  sizes = list(sizes or scaling_sizes(d.num_models))
+  keep = np.asarray(d.keep)
+  per = {n: {k: [] for k in sizes} for n in names}
+  for t in targets:
+    pool = attacks.others(d.num_models, t)
+    for k in sizes:
+      rng = np.random.default_rng([seed, int(t), k])
+      shadows = pool if k >= pool.size else rng.choice(pool, size=k, replace=False)
+      sub, row = shadow_subset(d, t, shadows)
+      for name in names:
+        try:
+          scores = attacks.run(name, sub, [row], **dict(params_by_name.get(name, {})))[0]
+          per[name][k].append(metrics.evaluate(scores, keep[t]))
+        except ConfigError as e:
+          per[name][k].append({"num_members": int(keep[t].sum()),
+                               "num_nonmembers": int((~keep[t]).sum()), "skipped": str(e)})
+  points = {n: [{"num_shadows": k, **_combine(per[n][k], True)} for k in sizes] for n in names}
+  return {"sizes": sizes, "targets": [int(t) for t in targets], "attacks": points}

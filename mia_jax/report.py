@@ -1,4 +1,4 @@
-"""The audit's outputs in the workdir: results.json, report.md and figures/roc.png.
+"""The audit's written outputs in the workdir: results.json and report.md (figures: figures.py).
 
 Files are written to a temporary name and renamed, so a run killed while writing leaves the
 previous file whole.
@@ -11,15 +11,19 @@ import tempfile
 import numpy as np
 
 FPRS = ("0.01", "0.001", "0.0001", "0.0")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
-def _atomic(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
+  """Calls write(f) on a binary temporary file beside `path`, then renames it to `path`."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the outputs from others
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -28,11 +32,11 @@ def _atomic(path: str, write) -> None:
 
 
 def write_json_atomic(path: str, obj) -> None:
-  _atomic(path, lambda f: f.write(json.dumps(obj, indent=2, default=_jsonable).encode()))
+  atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_jsonable).encode()))
 
 
 def save_npz_atomic(path: str, **arrays) -> None:
-  _atomic(path, lambda f: np.savez(f, **arrays))
+  atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _jsonable(x):
@@ -43,8 +47,12 @@ def _jsonable(x):
   return str(x)
 
 
-def _pct(x) -> str:
-  return "n/a" if x is None else f"{100 * x:.2f}"
+
+TABLE_FPRS = ("0.01", "0.001", "0.0001")  # the columns of the attack table (0.0 is in results.json)
+
+
+def _pct(x, digits: int = 2) -> str:
+  return "n/a" if x is None else f"{100 * x:.{digits}f}"
 
 
 def _mean_std(stat: dict) -> str:
@@ -52,83 +60,133 @@ def _mean_std(stat: dict) -> str:
 
 
 def _ci(ci) -> str:
-  return f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
+  return f" [{_pct(ci[0], 1)}, {_pct(ci[1], 1)}]" if ci else ""
+
+
+def _alpha(key: str) -> str:
+  return f"{100 * float(key):g}%"
+
+
+def strongest(attacks: dict) -> str:
+  """The attack with the highest mean TPR at 0.1% FPR (ties: the higher mean AUC)."""
+  return max(attacks, key=lambda n: (attacks[n]["tpr_at_fpr"]["0.001"]["mean"],
+                                     attacks[n]["auc"]["mean"]))
+
+
+def _intro(results: dict) -> list[str]:
+  m, ds, src = results["models"], results["dataset"], results.get("source", {})
+  targets = len(results["targets"])
+  if src.get("mode") == "attack_only":
+    text = (f"Attack-only audit of the logits in `{src['logits_file']}` (no training here): "
+            f"{results['num_models']} models, a pool of {ds['pool_size']} examples, "
+            f"{ds['test_size']} population examples, {ds['num_classes']} classes, "
+            f"{ds['num_queries']} queries per example")
+  else:
+    model = results.get("config", {}).get("model", {}).get("name")
+    text = (f"Dataset `{ds['name']}`: pool of {ds['pool_size']} examples, {ds['test_size']} "
+            f"held-out test examples, {ds['num_classes']} classes. Model `{model}`, "
+            f"{results['num_models']} models each trained on a random subset of the pool "
+            f"({m.get('epochs_run')} epochs)")
+  text += (f"; every attack is evaluated on {targets} target models in turn, the other models "
+           "serving as its shadows.")
+  test_on = m.get("test_accuracy_on", "the held-out test split")
+  train, test = np.mean(m["train_accuracy"]), np.mean(m["test_accuracy"])
+  return [
+      "# Membership inference audit", "", text, "",
+      f"| models | train accuracy | test accuracy ({test_on}) | gap |", "|---|---|---|---|",
+      f"| {results['num_models']} | {_pct(train)} ± {_pct(np.std(m['train_accuracy']))} | "
+      f"{_pct(test)} ± {_pct(np.std(m['test_accuracy']))} | {_pct(train - test)} |", ""]
+
+
+def _attack_table(results: dict) -> list[str]:
+  attacks = results["attacks"]
+  first = next(iter(attacks.values()))
+  boot = results.get("config", {}).get("attack", {}).get("bootstrap", 0)
+  n_non = first["per_target"][0]["num_nonmembers"] if first.get("per_target") else None
+  budget = ", ".join(f"{_alpha(k)} FPR: {first['nonmembers_at_fpr'][k]['mean']:.3g}"
+                     for k in TABLE_FPRS)
+  lines = [
+      "## Attacks", "",
+      f"Percent; mean ± std over {len(results['targets'])} targets"
+      + (f", then the 95% bootstrap interval of that mean ({boot} resamples of each target's "
+         "members and non-members)" if boot else "")
+      + ". TPR at FPR alpha is the largest TPR whose FPR <= alpha. "
+      f"Each target has about {n_non} non-members, so the false positives each FPR allows "
+      f"(the non-members it rests on) are {budget}; a TPR resting on fewer than ~10 is "
+      "anecdotal, and one resting on 0 is the TPR at 0% FPR."
+      + (" At such FPRs the percentile interval is biased upward (a resample lacks the top "
+         "non-member about 37% of the time, which lowers the threshold), so it can lie above "
+         "the mean; read it as rough." if boot else ""), "",
+      "| attack | AUC | balanced accuracy | advantage | "
+      + " | ".join(f"TPR @ {_alpha(k)} FPR" for k in TABLE_FPRS) + " |",
+      "|---|---|---|---|" + "---|" * len(TABLE_FPRS)]
+  for name, s in attacks.items():
+    ci = s.get("tpr_at_fpr_ci95", {})
+    cells = [f"{_mean_std(s['auc'])}{_ci(s.get('auc_ci95'))}", _mean_std(s["balanced_accuracy"]),
+             _mean_std(s["advantage"])]
+    cells += [f"{_mean_std(s['tpr_at_fpr'][k])}{_ci(ci.get(k))}" for k in TABLE_FPRS]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _slice_table(results: dict) -> list[str]:
+  attacks = {n: s for n, s in results["attacks"].items() if "slices" in s}
+  if not attacks:
+    return []
+  name = strongest(attacks)
+  sl = attacks[name]["slices"]
+  rows = [(f"class {c}", v) for c, v in sl["class"].items()]
+  rows += [("correctly classified", sl["correct"]), ("misclassified", sl["incorrect"])]
+  lines = [f"## Slices of `{name}` (the strongest attack at 0.1% FPR)", "",
+           "Mean over targets (those whose slice holds members and non-members); members and "
+           "non-members per target; AUC and TPR in percent, each slice with its own threshold. "
+           "Every attack's slices are in results.json (`attacks.NAME.slices`).", "",
+           "| slice | members | non-members | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR |",
+           "|---|---|---|---|---|---|"]
+  for label, v in rows:
+    if "auc" not in v:
+      lines.append(f"| {label} | {v['num_members']:.0f} | {v['num_nonmembers']:.0f} | "
+                   "n/a | n/a | n/a |")
+      continue
+    lines.append(f"| {label} | {v['num_members']:.0f} | {v['num_nonmembers']:.0f} | "
+                 f"{_mean_std(v['auc'])} | {_pct(v['tpr_at_fpr']['0.01']['mean'])} | "
+                 f"{_pct(v['tpr_at_fpr']['0.001']['mean'])} |")
+  return lines + [""]
+
+
+def _scaling_table(results: dict) -> list[str]:
+  scaling = results.get("shadow_scaling") or {}
+  if not scaling.get("attacks"):
+    return []
+  sizes = scaling["sizes"]
+  lines = ["## TPR at 0.1% FPR against the number of shadow models", "",
+           f"Percent, mean over target(s) {scaling['targets']}; each rerun on a random subset of "
+           "the other models (`figures/shadow_scaling.png`).", "",
+           "| attack | " + " | ".join(str(s) for s in sizes) + " |",
+           "|---|" + "---|" * len(sizes)]
+  for name, points in scaling["attacks"].items():
+    cells = [_pct(p["tpr_at_fpr"]["0.001"]["mean"]) if "auc" in p else "n/a" for p in points]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines + [""]
 
 
 def markdown(results: dict) -> str:
-  """The report a person reads: the models, then one row per attack."""
-  m = results["models"]
-  ds = results["dataset"]
-  cfg = results.get("config", {})
-  lines = [
-      "# Membership inference audit", "",
-      f"Dataset `{ds['name']}`: pool of {ds['pool_size']} examples, {ds['test_size']} held-out "
-      f"test examples, {ds['num_classes']} classes. Model `{cfg.get('model', {}).get('name')}`, "
-      f"{results['num_models']} models each trained on a random half of the pool "
-      f"({m['epochs_run']} epochs); every attack is evaluated on {len(results['targets'])} "
-      "target models in turn, the other models serving as its shadows.", "",
-      "| models | train accuracy | test accuracy | gap |", "|---|---|---|---|",
-      f"| {results['num_models']} | {_pct(np.mean(m['train_accuracy']))} ± "
-      f"{_pct(np.std(m['train_accuracy']))} | {_pct(np.mean(m['test_accuracy']))} ± "
-      f"{_pct(np.std(m['test_accuracy']))} | "
-      f"{_pct(np.mean(m['train_accuracy']) - np.mean(m['test_accuracy']))} |", "",
-      "## Attacks", "",
-      "Percent, mean ± std over targets; [95% bootstrap interval] where computed. "
-      "TPR at FPR alpha is the largest TPR whose FPR <= alpha.", "",
-      "| attack | AUC | balanced accuracy | advantage | TPR @ 1% FPR | TPR @ 0.1% FPR | "
-      "TPR @ 0.01% FPR | TPR @ 0% FPR |",
-      "|---|---|---|---|---|---|---|---|",
-  ]
-  for name, s in results["attacks"].items():
-    tpr = s["tpr_at_fpr"]
-    ci_tpr = s.get("tpr_at_fpr_ci95", {}).get("0.001")
-    lines.append(
-        f"| {name} | {_mean_std(s['auc'])}{_ci(s.get('auc_ci95'))} | "
-        f"{_mean_std(s['balanced_accuracy'])} | {_mean_std(s['advantage'])} | "
-        f"{_mean_std(tpr['0.01'])} | {_mean_std(tpr['0.001'])}{_ci(ci_tpr)} | "
-        f"{_mean_std(tpr['0.0001'])} | {_mean_std(tpr['0.0'])} |")
-  nonmem = None
-  for s in results["attacks"].values():
-    nonmem = s.get("nonmembers_at_fpr")
-    break
-  if nonmem:
-    parts = ", ".join(f"{float(k):g}: {v['mean'] if isinstance(v, dict) else v:g}"
-                      for k, v in nonmem.items())
-    lines += ["", f"Non-members each low-FPR figure rests on, per target (FPR: count): {parts}. "
-              "A TPR at an FPR resting on fewer than ~10 non-members is anecdotal."]
-  t = results["timing"]
-  lines += ["", "## Timing", "",
-            f"data {t['data_s']:.1f}s, training {t['train_s']:.1f}s, inference "
-            f"{t['inference_s']:.1f}s, attacks {t['attack_s']:.1f}s; total {t['total_s']:.1f}s.", ""]
+  """The report a person reads: models, the attack table, slices, shadow scaling, timing."""
+  lines = _intro(results) + _attack_table(results) + _slice_table(results)
+  lines += _scaling_table(results)
+  scaled = (results.get("shadow_scaling") or {}).get("attacks")
+  lines += ["Figures: `figures/roc.png` (log-log ROC), `figures/score_hist.png` (scores of "
+            "members and non-members)" + (", `figures/shadow_scaling.png`." if scaled else "."),
+            ""]
+  timing = results["timing"]
+  parts = ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in timing.items()
+                    if k.endswith("_s") and k != "total_s")
+  lines += ["## Timing", "", f"{parts}; total {timing['total_s']:.1f}s.", ""]
   return "\n".join(lines)
 
 
-def roc_figure(path: str, curves: dict) -> None:
-  """Log-log ROC of each attack: thin lines per target, a thick line for their mean TPR."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  grid = np.logspace(-5, 0, 400)
-  fig, ax = plt.subplots(figsize=(5.5, 5))
-  for i, (name, per_target) in enumerate(curves.items()):
-    color = f"C{i % 10}"
-    tprs = []
-    for fpr, tpr in per_target:
-      ax.plot(fpr, tpr, color=color, alpha=0.15, lw=0.7)
-      tprs.append(np.interp(grid, fpr, tpr))
-    ax.plot(grid, np.mean(tprs, axis=0), color=color, lw=2, label=name)
-  ax.plot(grid, grid, "k--", lw=0.8, label="chance")
-  ax.set(xscale="log", yscale="log", xlim=(1e-4, 1), ylim=(1e-4, 1),
-         xlabel="false positive rate", ylabel="true positive rate", title="Membership inference ROC")
-  ax.legend(loc="lower right", fontsize=8)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
-def write(workdir: str, results: dict, curves: dict) -> None:
+def write(workdir: str, results: dict) -> None:
+  """Writes results.json and report.md."""
   write_json_atomic(os.path.join(workdir, "results.json"), results)
   text = markdown(results)
-  _atomic(os.path.join(workdir, "report.md"), lambda f: f.write(text.encode()))
-  roc_figure(os.path.join(workdir, "figures", "roc.png"), curves)
+  atomic_write(os.path.join(workdir, "report.md"), lambda f: f.write(text.encode()))

@@ -12,11 +12,12 @@ import pytest
 from mia_jax import pipeline
 from mia_jax.errors import ConfigError
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, load_config, tiny_config
 
 
 def test_tiny_audit_writes_everything(tmp_path):
   config = tiny_config()
+  config.attack.bootstrap = 20
   results = pipeline.run(config, str(tmp_path), log=lambda s: None)
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk["num_models"] == results["num_models"] == 4
@@ -27,14 +28,36 @@ def test_tiny_audit_writes_everything(tmp_path):
       assert 0.0 <= a[key]["mean"] <= 1.0 and a[key]["std"] >= 0.0
     for alpha in ("0.01", "0.001"):
       assert 0.0 <= a["tpr_at_fpr"][alpha]["mean"] <= 1.0
+    assert set(a["tpr_at_fpr_ci95"]) == {"0.01", "0.001", "0.0001", "0.0"}
+    assert a["nonmembers_at_fpr"]["0.01"]["mean"] >= 0
+    assert set(a["slices"]) == {"class", "correct", "incorrect"}
+  assert on_disk["models"]["test_accuracy_on"] == "held-out test split"
   assert on_disk["timing"]["total_s"] > 0
-  assert (tmp_path / "report.md").read_text().count("| lira_online |") == 1
-  assert (tmp_path / "figures" / "roc.png").stat().st_size > 1000
+  scaling = on_disk["shadow_scaling"]
+  assert scaling["sizes"] == [2, 3] and list(scaling["attacks"]) == ["lira_online"]
+  report = (tmp_path / "report.md").read_text()
+  assert report.count("| lira_online |") == 2           # the attack table and the scaling table
+  for alpha in ("1%", "0.1%", "0.01%"):
+    assert f"TPR @ {alpha} FPR" in report
+  assert "## Slices of" in report and "| correctly classified |" in report
+  for name in ("roc.png", "score_hist.png", "shadow_scaling.png"):
+    assert (tmp_path / "figures" / name).stat().st_size > 1000
   with np.load(tmp_path / "logits.npz") as f:
     assert f["logits"].shape == (4, 200, 2, 10)             # [M, N, Q, C]
     np.testing.assert_array_equal(f["keep"], np.load(tmp_path / "keep.npy"))
     assert f["population_logits"].shape[0] == 4
   assert os.listdir(tmp_path / "checkpoints")
+
+  # The attack-only mode on the run's own logits.npz gives the same attack results.
+  only = load_config("attack_only")
+  only.logits = str(tmp_path / "logits.npz")
+  only.attack = config.attack
+  again = pipeline.run_attack_only(only, str(tmp_path / "again"), log=lambda s: None)
+  for name in config.attack.names:
+    for key in ("auc", "tpr_at_fpr", "auc_ci95", "tpr_at_fpr_ci95", "slices"):
+      assert again["attacks"][name][key] == results["attacks"][name][key]
+  assert again["shadow_scaling"] == results["shadow_scaling"]
+  assert again["models"]["train_accuracy"] == results["models"]["train_accuracy"]
 
 
 def test_rerun_resumes_and_gives_the_same_results(tmp_path):

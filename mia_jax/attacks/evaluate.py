@@ -55,7 +55,28 @@ def evaluate_attack(name: str, data: AttackData, targets: Sequence[int], *,
   params = dict(params or {})
   targets = check_targets(data, targets)
   scores = registry.run(name, data, targets, **params)
-  keep = np.asarray(data.keep)
+  return evaluate_scores(name, scores, data.keep, targets, params=params, bootstrap=bootstrap,
+                         seed=seed, fprs=fprs)
+
+
+def evaluate_scores(name: str, scores: np.ndarray, keep: np.ndarray, targets: Sequence[int], *,
+                    params: Optional[Mapping] = None, bootstrap: int = 0, seed: int = 0,
+                    fprs: Sequence[float] = metrics.DEFAULT_FPRS) -> tuple[dict, list]:
+  """evaluate_attack's summary and curves from scores already computed.
+
+  Args:
+    name: the attack's name (recorded in the summary).
+    scores: float [T, N], row r the scores against target model targets[r].
+    keep: bool [M, N]; row targets[r] gives the membership labels of scores[r].
+    targets: target model indices [T].
+    params, bootstrap, seed, fprs: as evaluate_attack.
+
+  Returns:
+    (summary, curves) as evaluate_attack.
+  """
+  params = dict(params or {})
+  targets = [int(t) for t in targets]
+  keep = np.asarray(keep)
   per_target, curves, reps = [], [], []
   for row, t in enumerate(targets):
     result = {"target": t, **metrics.evaluate(scores[row], keep[t], fprs)}

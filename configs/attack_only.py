@@ -1,0 +1,39 @@
+r"""Attack-only audit: every attack and the report on logits saved by any framework.
+
+  python -m mia_jax.main --config=configs/attack_only.py --config.logits=FILE.npz --workdir=DIR
+
+FILE.npz holds logits [M, N, Q, C] (or [M, N, C]), labels [N], keep [M, N] and optionally
+population_logits [M, P, Q, C] and population_labels [P] (mia_jax/logits_io.py; README,
+"Attack-only audits"); a training run's workdir/logits.npz is such a file. Nothing is trained.
+The attack block is configs/default.py's: override it as there, e.g.
+--config.attack.num_targets=4 --config.attack.names="('loss','lira_online')".
+`:quick` evaluates 2 targets without bootstrap or shadow-scaling curve.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _default():
+  """configs/default.py, loaded by path (configs/ is a folder of files, not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
+  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0                    # bootstrap, Shokri's sampling, shadow-scaling subsets
+  config.logits = ""                 # the .npz file to audit (required)
+  config.attack = _default().get_config().attack
+  if arg == "quick":
+    config.attack.num_targets = 2
+    config.attack.bootstrap = 0
+    config.attack.scaling_targets = 0
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}; use '' or 'quick'")
+  return config
