@@ -440,3 +440,15 @@ def test_lira_with_a_single_in_shadow_uses_the_global_sigma():
     assert np.isfinite(scores).all()
     for row, t in zip(scores, [0, 1]):
       assert _auc(row, data.keep[t]) > 0.6, name
+
+
+def test_loss_keeps_precision_for_confident_examples():
+  """float32 logsumexp(z) - z_y rounds to 0 once z_y leads by ~17; the loss must stay positive
+  and ordered (ties at 0 would blind the loss attack at low FPR)."""
+  gaps = np.array([18.0, 25.0, 40.0, 80.0], np.float32)
+  z = np.zeros((4, 3), np.float32)
+  z[:, 0] = gaps
+  got = signals.loss(z, np.zeros(4, int))
+  want = np.log1p(2 * np.exp(-gaps.astype(np.float64)))
+  assert np.all(got > 0) and np.all(np.diff(got) < 0)
+  np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -47,7 +47,10 @@ def _scaled_logit(z, y):
 
 
 def _loss(z, y):
-  return logsumexp(z) - _true(z, y)
+  # -log p_y = log(1 + exp(-phi)) = softplus(-phi): computed from phi it keeps its precision for
+  # confidently right examples, where logsumexp(z) - z_y rounds to exactly 0 in float32 and
+  # ties members with non-members (3% of Fashion-MNIST non-members did).
+  return np.logaddexp(0.0, -_scaled_logit(z, y))
 
 
 def _confidence(z, y):
