@@ -452,3 +452,14 @@ def test_loss_keeps_precision_for_confident_examples():
   want = np.log1p(2 * np.exp(-gaps.astype(np.float64)))
   assert np.all(got > 0) and np.all(np.diff(got) < 0)
   np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_confidence_attack_breaks_float32_ties_at_one():
+  """Members and non-members whose float32 p_y is exactly 1.0 are still ranked by p_y."""
+  m, n = 2, 6
+  z = np.zeros((m, n, 1, 3), np.float32)
+  z[..., 0] = np.array([20, 22, 24, 26, 28, 30], np.float32)[None, :, None]
+  keep = np.array([[True, False] * 3, [False, True] * 3])
+  data = attacks.AttackData(logits=z, labels=np.zeros(n, int), keep=keep)
+  scores = attacks.run("confidence", data, [0])[0]
+  assert np.all(np.diff(scores) > 0)

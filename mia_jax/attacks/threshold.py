@@ -30,8 +30,15 @@ def loss(data: AttackData, targets: Sequence[int]) -> np.ndarray:
 
 
 def confidence(data: AttackData, targets: Sequence[int]) -> np.ndarray:
-  """Scores [T, N] = true-label probability averaged over queries."""
-  return _threshold("confidence", data, targets)
+  """Scores [T, N] = true-label probability averaged over queries.
+
+  p_y is taken as exp(-loss) in float64 from the (precise) loss signal: a float32 p_y rounds to
+  exactly 1.0 for every confidently right example, which ties them all at the top of the ranking
+  and leaves no threshold below 1% FPR on a well-fit model.
+  """
+  targets = check_targets(data, targets)
+  losses = data.target_signal("loss", targets).astype(np.float64)  # [T, N, Q]
+  return np.exp(-losses).mean(axis=-1)
 
 
 def entropy(data: AttackData, targets: Sequence[int]) -> np.ndarray:
