@@ -25,3 +25,24 @@ def keep_matrix(seed: int, num_models: int, num_examples: int, pkeep: float = 0.
   u = rng.uniform(0.0, 1.0, size=(num_models, num_examples))
   order = u.argsort(axis=0)
   return order < int(pkeep * num_models)
+
+
+SCHEMES = ("random_halves", "train_test")
+
+
+def train_test(num_models: int, num_train: int, num_test: int) -> np.ndarray:
+  """The study's scheme: keep bool [M, num_train + num_test], every model trained on the train
+  split (the first num_train examples of the audited set) and none on the test split.
+
+  Members are the train split and non-members the test split (Khalil et al. 2025: CIFAR-10's
+  50,000 / 10,000, Purchase100's 80% / 20%); the M models differ only in their seeds. LiRA and
+  RMIA need `keep_matrix`'s random halves instead: here no model holds a member OUT.
+  """
+  if num_models < 1:
+    raise ConfigError(f"membership.num_models={num_models} must be at least 1")
+  if num_train < 1 or num_test < 1:
+    raise ConfigError(f"the train_test scheme needs members and non-members, got {num_train} "
+                      f"train and {num_test} test examples; raise data.pool_size / data.test_size")
+  keep = np.zeros((num_models, num_train + num_test), bool)
+  keep[:, :num_train] = True
+  return keep

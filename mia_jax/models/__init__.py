@@ -14,11 +14,14 @@ import ml_collections
 
 from mia_jax.errors import ConfigError
 from mia_jax.models import cnn, mlp
+from mia_jax.models import densenet, resnet
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp.from_config,
     "purchase_fcn": mlp.purchase_fcn_from_config,
     "cnn": cnn.from_config,
+    "densenet": densenet.from_config,
+    "resnet18": resnet.from_config,
 }
 
 

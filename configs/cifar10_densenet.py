@@ -1,0 +1,91 @@
+r"""The study's CIFAR-10 set-up (Khalil et al. 2025): DenseNet-BC-100 (k = 12, theta = 0.5,
+no dropout, about 769k parameters), SGD momentum 0.9, lr 0.1 divided by 10 at epochs 30 / 60
+/ 90, 100 epochs, batch 64, no augmentation; members = the 50,000-image train split,
+non-members = the 10,000-image test split (membership.scheme = 'train_test'), one query.
+
+  python experiments/paper_table.py --config=configs/cifar10_densenet.py --workdir=/tmp/pt_cifar
+
+needs CIFAR-10 prepared for tfds (tfds build cifar10) and an accelerator: on a 2-core CPU one
+epoch of one model takes hours. `:smoke` shrinks it to seconds (depth 10, growth 4, a few
+dozen images, 1 epoch) for tests on tfds mock data.
+"""
+
+import importlib.util
+import os
+
+
+def _default():
+  """configs/default.py, loaded by path (configs/ is a folder of files, not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
+  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg: str = ""):
+  config = _default().get_config()
+  config.data.name = "tfds:cifar10"
+  config.data.pool_size = 50_000     # the train split: members
+  config.data.val_size = 0           # the study has none; the early-stopping row needs one
+  config.data.test_size = 10_000     # the test split: non-members
+  config.data.queries = "none"
+  config.model.name = "densenet"
+  config.model.depth = 100
+  config.model.growth = 12
+  config.model.compression = 0.5
+  config.model.norm = "batch"        # 'group' for DP-SGD
+  config.model.dropout = 0.0
+  config.membership.scheme = "train_test"
+  config.membership.num_models = 1
+  config.train.epochs = 100
+  config.train.batch_size = 64
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 0.1
+  config.train.momentum = 0.9
+  config.train.schedule = "piecewise"
+  config.train.lr_decay_epochs = (30, 60, 90)
+  config.train.lr_decay_factor = 0.1
+  config.train.strategy = "auto"
+  config.attack.names = ("loss",)
+  config.attack.bootstrap = 0
+
+  config.paper = _paper_block(config)
+  config.paper.label_smoothing = 0.1
+  config.paper.dp_noise_multiplier = 0.5   # epsilon 4.95 in the study
+  config.paper.lira_num_models = 0         # LiRA on CIFAR-10 needs far more compute
+  if arg == "smoke":
+    config.data.pool_size = 16
+    config.data.test_size = 8
+    config.model.depth = 10
+    config.model.growth = 4
+    config.train.epochs = 1
+    config.train.batch_size = 8
+    config.paper.hist_epochs = (1,)
+    config.paper.tsne_points = 24
+    config.paper.tsne_iter = 250
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}; use '' or 'smoke'")
+  return config
+
+
+def _paper_block(config):
+  """The defense grid and analysis settings of experiments/paper_table.py."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  p = ml_collections.ConfigDict()
+  p.rows = ("none", "early_stopping", "l2_5e-4", "l2_1e-3", "l2_5e-3", "regdrop_0.25",
+            "regdrop_0.5", "label_smoothing", "dp_sgd", "logit_reweighting")
+  p.label_smoothing = 0.1
+  p.early_stopping_patience = 10
+  p.dp_clip = 1.0
+  p.dp_noise_multiplier = 0.5
+  p.reweight_w = 0.1
+  p.hist_epochs = (1, 10, 30, int(config.train.epochs))
+  p.lira_num_models = 0            # 0: no LiRA measurement
+  p.lira_rows = ("none",)
+  p.lira_pool = 0                  # 0: the whole audited set (train + test)
+  p.tsne_points = 2000
+  p.tsne_iter = 1000
+  p.gradcam = True
+  p.notes = ()                     # protocol differences from the study, printed in the report
+  return p

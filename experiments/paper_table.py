@@ -1,0 +1,279 @@
+r"""The study's defense table (Khalil et al. 2025, Tables 2-3) for one config, plus LiRA.
+
+  python experiments/paper_table.py --config=configs/fashion_mnist_paper.py \
+      --workdir=/tmp/pt_fmnist --out=experiments/results/paper_table_fashion_mnist
+
+Rows (config.paper.rows): none, early_stopping, l2_5e-4, l2_1e-3, l2_5e-3, regdrop_0.25,
+regdrop_0.5 (L2 5e-4 plus dropout), label_smoothing, dp_sgd, logit_reweighting (post hoc, on
+the `none` models; also given for regdrop_0.25). Each trained row: M models on the train split
+(membership.scheme 'train_test': members = train split, non-members = test split), the global
+loss-threshold attack on each as target (AUC and advantage in percent, mean over targets),
+train / test accuracy and training seconds per model. For rows in paper.lira_rows, LiRA online
+on paper.lira_num_models models trained on random halves of the same audited set gives TPR at
+0.1% FPR. Logit reweighting is attacked by an attacker who knows it (shadow outputs reweighted
+the same way) and one who does not (raw shadows). The `none` row is trained epoch by epoch
+(resuming its checkpoint) to record member / non-member histograms at paper.hist_epochs, and
+its first model is analysed (mia_jax.analysis.study). Every training resumes from the workdir.
+Writes OUT.md, OUT.json and OUT_figures/.
+"""
+
+import copy
+import json
+import os
+
+import sys
+import time
+
+from absl import app, flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mia_jax import attacks, data, defenses, inference, models  # pylint: disable=wrong-import-position
+from mia_jax.analysis import embeddings, paper_report, plots, study, vulnerability  # pylint: disable=wrong-import-position
+from mia_jax.data import membership  # pylint: disable=wrong-import-position
+from mia_jax.defenses import logit_reweighting  # pylint: disable=wrong-import-position
+from mia_jax.training import ensemble, steps  # pylint: disable=wrong-import-position
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py with a `paper` block.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and logits of every row.")
+_OUT = flags.DEFINE_string("out", None, "Output prefix (OUT.md, OUT.json); default WORKDIR/table.")
+
+DP_NOT_RUN = "not run (DP-SGD not yet wired into the trainer)"
+
+
+def row_setting(config, row: str):
+  """(model config, train config) of a trained row; None for post-hoc or unavailable rows."""
+  p = config.paper
+  mcfg, tcfg = copy.deepcopy(config.model), copy.deepcopy(config.train)
+  if row == "none":
+    pass
+  elif row == "early_stopping":
+    tcfg.early_stopping_patience = int(p.early_stopping_patience)
+  elif row.startswith("l2_"):
+    tcfg.l2 = float(row[3:])
+  elif row.startswith("regdrop_"):
+    tcfg.l2, mcfg.dropout = 5e-4, float(row[8:])
+  elif row == "label_smoothing":
+    tcfg.label_smoothing = float(p.label_smoothing)
+  else:
+    return None
+  return mcfg, tcfg
+
+
+def dp_status(config) -> str:
+  """The DP-SGD row's status. mia_jax.privacy holds clipping, noise and accounting, and
+  mia_jax.training.dp joins them, but train_ensemble takes no DP setting yet, so the row is
+  reported as not run rather than trained without privacy."""
+  del config
+  return DP_NOT_RUN
+
+
+def audited_set(ds):
+  """The train split then the test split: x [N, ...], y [N], num_train."""
+  return (np.concatenate([ds.pool_x, ds.test_x]), np.concatenate([ds.pool_y, ds.test_y]),
+          len(ds.pool_y))
+
+
+def train(model, tcfg, x, y, keep, seed, val, ckpt, log) -> ensemble.TrainResult:
+  """train_ensemble, resuming `ckpt`; result.history holds every epoch's seconds."""
+  return ensemble.train_ensemble(model, tcfg, x, y, keep, seed=seed, val=val,
+                                 checkpoint_dir=ckpt, log=log)
+
+
+def threshold_attack(logits, y, keep) -> dict:
+  """The loss-threshold attack on every model as target: AUC and advantage in percent."""
+  if keep.shape[0] == 1:   # AttackData needs a second model; the threshold attack reads none
+    logits, keep = np.concatenate([logits, logits]), np.concatenate([keep, keep])
+    targets = [0]
+  else:
+    targets = list(range(keep.shape[0]))
+  s, _ = attacks.evaluate_attack("loss", attacks.AttackData(logits=logits, labels=y, keep=keep),
+                                 targets)
+  return {"auc": 100 * s["auc"]["mean"], "auc_std": 100 * s["auc"]["std"],
+          "advantage": 100 * s["advantage"]["mean"], "advantage_std": 100 * s["advantage"]["std"]}
+
+
+def accuracies(logits, y, keep) -> dict:
+  return {"train_acc": 100 * float(inference.accuracy(logits, y, keep).mean()),
+          "test_acc": 100 * float(inference.accuracy(logits, y, ~keep).mean())}
+
+
+def lira(logits, y, keep) -> dict:
+  """LiRA online on every model as target: TPR at 0.1% FPR (percent), AUC, scores [T, N]."""
+  d = attacks.AttackData(logits=logits, labels=y, keep=keep)
+  targets = list(range(keep.shape[0]))
+  s, _ = attacks.evaluate_attack("lira_online", d, targets)
+  return {"tpr_at_0.1%": 100 * s["tpr_at_fpr"]["0.001"]["mean"],
+          "tpr_at_0.1%_std": 100 * s["tpr_at_fpr"]["0.001"]["std"],
+          "auc": 100 * s["auc"]["mean"], "nonmembers_at_0.1%":
+          s["nonmembers_at_fpr"]["0.001"]["mean"], "num_models": len(targets)}
+
+
+def lira_unaware(logits, defended, y, keep) -> dict:
+  """LiRA by an attacker who does not know the defense: each target's outputs defended, its
+  shadows' raw."""
+  rows = []
+  for t in range(keep.shape[0]):
+    mixed = logits.copy()
+    mixed[t] = defended[t]
+    s, _ = attacks.evaluate_attack("lira_online", attacks.AttackData(
+        logits=mixed, labels=y, keep=keep), [t])
+    rows.append((s["tpr_at_fpr"]["0.001"]["mean"], s["auc"]["mean"]))
+  return {"tpr_at_0.1%": 100 * float(np.mean([r[0] for r in rows])),
+          "auc": 100 * float(np.mean([r[1] for r in rows]))}
+
+
+def reweight_overhead(model, state, x, keep, y, logits, w, batch_size) -> dict:
+  """Seconds of eval-mode inference of the M models on x vs of reweighting their outputs
+  (centroids precomputed, as a deployed defense holds them); both compiled before timing."""
+  predict = jax.jit(lambda v, inp: steps.predict(model, v, inp, batch_size))
+  mu = logit_reweighting.class_centroids(logits[:, :, 0].astype(np.float32), y, keep)
+  variables = [embeddings.model_variables(state, m) for m in range(keep.shape[0])]
+  predict(variables[0], x).block_until_ready()
+  logit_reweighting.reweight_ensemble(logits, mu, w)
+  t0 = time.perf_counter()
+  for v in variables:
+    predict(v, x).block_until_ready()
+  t_query = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  logit_reweighting.reweight_ensemble(logits, mu, w)
+  t_rw = time.perf_counter() - t0
+  return {"inference_s": t_query, "reweight_s": t_rw, "overhead_pct": 100 * t_rw / t_query,
+          "reweight_us_per_output": 1e6 * t_rw / (logits.size // logits.shape[-1])}
+
+
+def signal_snapshot(logits, y) -> dict:
+  """Target 0's loss, confidence and scaled logit [N] (first query)."""
+  z = logits[0, :, 0]
+  return {"loss": attacks.signals.loss(z, y), "confidence": attacks.signals.confidence(z, y),
+          "scaled logit": attacks.signals.scaled_logit(z, y)}
+
+
+def snapshot_at(path: str, epoch: int, epochs_run: int, logits, y, log) -> dict | None:
+  """The signals at `epoch`, saved on first sight: a rerun resumes past that epoch, so it reads
+  them back; None (and a log line) if a resumed checkpoint already lay past it."""
+  if os.path.isfile(path):
+    with np.load(path) as f:
+      return {k.replace("_", " "): f[k] for k in f.files}
+  if epochs_run != epoch:
+    log(f"no histogram for epoch {epoch}: the checkpoint resumed from lies past it")
+    return None
+  snap = signal_snapshot(logits, y)
+  np.savez(path, **{k.replace(" ", "_"): v for k, v in snap.items()})
+  return snap
+
+
+def run(config, workdir: str, out: str, log=print) -> dict:
+  """Runs the grid and the analysis; writes OUT.md / OUT.json / OUT_figures; returns the dict."""
+  p = config.paper
+  ds = data.load(config.data)
+  x, y, n_train = audited_set(ds)
+  m = int(config.membership.num_models)
+  keep = membership.train_test(m, n_train, len(ds.test_y))
+  val = (ds.val_x, ds.val_y) if len(ds.val_y) else None
+  seed, bs, q = int(config.seed), int(config.inference.batch_size), config.data.queries
+  fig_dir = out + "_figures"
+  os.makedirs(fig_dir, exist_ok=True)
+  lira_m = int(p.lira_num_models)
+  lira_keep = membership.keep_matrix(seed, lira_m, len(y), 0.5) if lira_m >= 2 else None
+  res = {"config": json.loads(json.dumps(config.to_dict(), default=str)), "rows": {},
+         "dataset": {"name": ds.name, "members": n_train, "nonmembers": int(len(ds.test_y)),
+                     "val": int(len(ds.val_y)), "num_classes": ds.num_classes},
+         "num_models": m, "post_hoc": {}}
+  kept = {}
+  for row in p.rows:
+    log(f"== row {row}")
+    if row == "dp_sgd":
+      res["rows"][row] = {"status": dp_status(config)}
+      continue
+    setting = row_setting(config, row)
+    if setting is None:
+      continue
+    if row == "early_stopping" and val is None:
+      res["rows"][row] = {"status": "not run (no validation split: set data.val_size)"}
+      continue
+    mcfg, tcfg = setting
+    model = models.build(mcfg, ds.num_classes)
+    ckpt = os.path.join(workdir, row, "train_test")
+    if row == "none":
+      # epoch by epoch (resuming the checkpoint), the logits recorded at each chosen epoch
+      snaps, final = {}, int(tcfg.epochs)
+      for e in sorted({int(v) for v in p.hist_epochs if int(v) <= final} | {final}):
+        tcfg.epochs = e
+        result = train(model, tcfg, x, y, keep, seed, val, ckpt, log)
+        logits = inference.query_logits(model, result.state, x, q, bs)
+        if e in p.hist_epochs:
+          snaps[e] = snapshot_at(os.path.join(workdir, row, f"signals_epoch{e}.npz"), e,
+                                 result.epochs_run, logits, y, log)
+      snaps = {e: v for e, v in snaps.items() if v is not None}
+      if snaps:
+        plots.signal_histograms(snaps, keep[0], os.path.join(fig_dir, "histograms_by_epoch.png"))
+    else:
+      result = train(model, tcfg, x, y, keep, seed, val, ckpt, log)
+      logits = inference.query_logits(model, result.state, x, q, bs)
+    entry = {"status": "run", **accuracies(logits, y, keep), **threshold_attack(logits, y, keep),
+             "seconds_per_model": sum(h["seconds"] for h in result.history) / m,
+             "epochs_run": result.epochs_run}
+    if lira_keep is not None and row in p.lira_rows:
+      lresult = train(model, tcfg, x, y, lira_keep, seed, val,
+                         os.path.join(workdir, row, "lira"), log)
+      llogits = inference.query_logits(model, lresult.state, x, q, bs)
+      entry["lira"] = lira(llogits, y, lira_keep)
+      kept[row + "/lira"] = llogits
+    res["rows"][row] = entry
+    log(f"{row}: {json.dumps({k: v for k, v in entry.items() if k != 'lira'})}")
+    kept[row] = (model, result.state, logits)
+
+  if "logit_reweighting" in p.rows:
+    w = float(p.reweight_w)
+    for base in ("none", "regdrop_0.25"):
+      if base not in kept:
+        continue
+      model, state, logits = kept[base]
+      defended = defenses.get("logit_reweighting")(logits, y, keep, w)
+      entry = {"base": base, "w": w, **accuracies(defended, y, keep),
+               **threshold_attack(defended, y, keep),
+               "argmax_changed": float(np.mean(defended.argmax(-1) != logits.argmax(-1))),
+               **reweight_overhead(model, state, x, keep, y, logits, w, bs)}
+      if base + "/lira" in kept:
+        raw = kept[base + "/lira"]
+        dl = defenses.get("logit_reweighting")(raw, y, lira_keep, w)
+        entry["lira_aware"] = lira(dl, y, lira_keep)
+        entry["lira_unaware"] = lira_unaware(raw, dl, y, lira_keep)
+      res["post_hoc"][base] = entry
+      log(f"logit reweighting on {base}: {json.dumps(entry)}")
+
+  if "none" in kept:
+    model, state, logits = kept["none"]
+    phi = attacks.signals.scaled_logit(logits[0], y[:, None]).mean(-1)
+    lira_v = None
+    if "none/lira" in kept:
+      s = attacks.run("lira_online", attacks.AttackData(
+          logits=kept["none/lira"], labels=y, keep=lira_keep), list(range(lira_m)))
+      lira_v = vulnerability.across_targets(s, lira_keep)
+    res["analysis"] = study.analyse_target(
+        model, embeddings.model_variables(state, 0), x, y, keep[0], phi, fig_dir, lira=lira_v,
+        tsne_points=int(p.tsne_points),
+        tsne_iter=int(p.get("tsne_iter", 1000)), do_gradcam=bool(p.gradcam), seed=seed, log=log)
+  with open(out + ".json", "w") as f:
+    json.dump(res, f, indent=1, default=float)
+  with open(out + ".md", "w") as f:
+    f.write(paper_report.markdown(res, os.path.basename(fig_dir)))
+  log(f"wrote {out}.md, {out}.json and {fig_dir}/")
+  return res
+
+
+def main(argv):
+  del argv
+  workdir = _WORKDIR.value
+  out = _OUT.value or os.path.join(workdir, "table")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  run(_CONFIG.value, workdir, out)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

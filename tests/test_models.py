@@ -1,0 +1,95 @@
+"""DenseNet-BC and ResNet-18 (CIFAR): parameter counts, shapes, norms, the registry; and a
+smoke run of the CIFAR-10 DenseNet paper config on tfds mock data."""
+
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from mia_jax import models
+from mia_jax.errors import ConfigError
+
+from conftest import ROOT, load_config
+
+
+def _params(model, shape=(1, 32, 32, 3)):
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+  return sum(x.size for x in jax.tree.leaves(v["params"])), v
+
+
+@pytest.mark.parametrize("name,count", [("densenet", 769_162), ("resnet18", 11_173_962)])
+def test_paper_sizes(name, count):
+  n, v = _params(models.build(ml_collections.ConfigDict({"name": name}), 10))
+  assert n == count
+  assert "batch_stats" in v
+
+
+@pytest.mark.parametrize("name,extra", [("densenet", {"depth": 10, "growth": 4}),
+                                        ("resnet18", {"width": 4})])
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_small_shapes_and_norms(name, extra, norm):
+  """Traced only (jax.eval_shape): the smoke run below executes a DenseNet for real."""
+  model = models.build(ml_collections.ConfigDict(
+      {"name": name, "norm": norm, "dropout": 0.2, **extra}), 7)
+  x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  assert ("batch_stats" in variables) == (norm == "batch")
+  eval_out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  train_out, _ = jax.eval_shape(lambda v, x: model.apply(
+      v, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"]),
+      variables, x)
+  assert eval_out.shape == train_out.shape == (2, 7)
+
+
+def test_densenet_depth_and_compression_are_configurable():
+  small, _ = _params(models.build(ml_collections.ConfigDict(
+      {"name": "densenet", "depth": 40, "growth": 12, "compression": 1.0}), 10))
+  bc, _ = _params(models.build(ml_collections.ConfigDict(
+      {"name": "densenet", "depth": 40, "growth": 12, "compression": 0.5}), 10))
+  assert bc < small
+  with pytest.raises(ConfigError, match="6n \\+ 4"):
+    models.build(ml_collections.ConfigDict({"name": "densenet", "depth": 50}), 10)
+
+
+def _paper_table():
+  if "paper_table" not in sys.modules:
+    spec = importlib.util.spec_from_file_location(
+        "paper_table", os.path.join(ROOT, "experiments", "paper_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["paper_table"] = module
+    spec.loader.exec_module(module)
+  return sys.modules["paper_table"]
+
+
+def test_cifar10_densenet_config_smoke_on_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = load_config("cifar10_densenet", "smoke")
+  assert config.model.depth == 10 and config.membership.scheme == "train_test"
+  full = load_config("cifar10_densenet")
+  assert (full.model.depth, full.model.growth, full.train.learning_rate) == (100, 12, 0.1)
+  config.paper.rows = ("none", "dp_sgd", "logit_reweighting")
+  out = str(tmp_path / "table")
+  with tfds.testing.mock_data(num_examples=20):
+    res = _paper_table().run(config, str(tmp_path / "work"), out, log=lambda s: None)
+  none = res["rows"]["none"]
+  assert none["status"] == "run" and 0 <= none["auc"] <= 100
+  assert res["rows"]["dp_sgd"]["status"].startswith("not run")
+  rw = res["post_hoc"]["none"]
+  assert rw["w"] == 0.1 and rw["overhead_pct"] >= 0
+  assert "gradcam" in res["analysis"]
+  md = open(out + ".md").read()
+  assert "| none |" in md and "paper CIFAR-10" in md
+  assert os.path.getsize(os.path.join(out + "_figures", "gradcam_most_least_vulnerable.png")) > 0
+  assert os.path.getsize(os.path.join(out + "_figures", "histograms_by_epoch.png")) > 0
+
+
+def test_purchase_and_fashion_configs_load():
+  p = load_config("purchase100_fcn")
+  assert p.model.name == "purchase_fcn" and p.train.learning_rate == 5e-4
+  assert p.train.batch_size == 32 and p.train.epochs == 200 and p.paper.label_smoothing == 0.03
+  f = load_config("fashion_mnist_paper", "quick")
+  assert f.membership.scheme == "train_test" and f.paper.lira_num_models == 4
