@@ -1,0 +1,217 @@
+"""Property tests for mia_jax.privacy clipping and noise (tiny models; accounting, sampling and
+auditing are in test_privacy_accounting.py)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from mia_jax import privacy
+from mia_jax.errors import ConfigError
+from mia_jax.models.cnn import CNN
+from mia_jax.models.mlp import MLP
+
+CLIP_NORMS = (0.05, 1.0, 1e4)  # all clipped, some clipped, none clipped
+
+
+def _model(name):
+  if name == "mlp":
+    return MLP(hidden=(16, 8), num_classes=5, activation="tanh"), (8, 12), 5
+  if name == "cnn_group":
+    return CNN(channels=(4, 8), num_classes=3, dense=16, norm="group"), (6, 8, 8, 1), 3
+  return CNN(channels=(4,), num_classes=3, dense=0, norm="layer"), (5, 6, 6, 2), 3
+
+
+def _random_params(model, x, seed=0):
+  """Random parameters of the right shapes without compiling the model's init (slow on CPU)."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+  return jax.tree_util.tree_map_with_path(
+      lambda path, s: jnp.asarray(
+          (1.0 if path[-1].key == "scale" else 0.0) + rng.normal(size=s.shape) * (
+              0.1 if len(s.shape) < 2 else 1.0 / np.sqrt(np.prod(s.shape[:-1]))),
+          jnp.float32), shapes)
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(name):
+  model, shape, k = _model(name)
+  x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
+  y = jnp.arange(shape[0]) % k
+  params = _random_params(model, x)
+  apply_fn = privacy.apply_fn_for(model)
+  fns = {
+      m: jax.jit(lambda p, x, mask, c, m=m: privacy.clipped_grad_sum(
+          apply_fn, p, x, y, mask, clip_norm=c, method=m))
+      for m in ("fast", "reference")}
+  return params, x, y, apply_fn, fns
+
+
+def _assert_tree_close(a, b, rtol=2e-5):
+  """Leafwise |a - b| <= rtol * (largest |b| over the whole tree) + 1e-7."""
+  scale = max(float(jnp.max(jnp.abs(v))) for v in jax.tree.leaves(b))
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=0, atol=rtol * scale + 1e-7),
+               a, b)
+
+
+def _tree_norm(t):
+  return float(jnp.sqrt(sum(jnp.sum(v.astype(jnp.float32) ** 2) for v in jax.tree.leaves(t))))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_group"])
+def test_fast_matches_reference(name):
+  params, x, y, apply_fn, fns = _setup(name)
+  mask = jnp.ones(x.shape[0]).at[-1].set(0.0)
+  for c in CLIP_NORMS:
+    fast, aux_f = fns["fast"](params, x, mask, c)
+    ref, aux_r = fns["reference"](params, x, mask, c)
+    _assert_tree_close(fast, ref)
+    np.testing.assert_allclose(aux_f.grad_norms, aux_r.grad_norms, rtol=1e-4)
+    np.testing.assert_allclose(aux_f.losses, aux_r.losses, rtol=1e-5)
+    assert _tree_norm(fast) <= c * float(mask.sum()) * (1 + 1e-5)
+  if name == "mlp":  # with nothing clipped, the sum is the gradient of the masked summed loss
+    plain = jax.jit(jax.grad(
+        lambda p: jnp.sum(mask * privacy.per_example_xent(apply_fn(p, x, None), y))))(params)
+    _assert_tree_close(fns["fast"](params, x, mask, 1e4)[0], plain)
+
+
+def test_conv_norm_variants_agree():
+  """Ghost-norm Gram, im2col patches and batched-conv (vmap) paths; LayerNorm model."""
+  params, x, y, apply_fn, fns = _setup("cnn_layer")
+  mask = jnp.ones(x.shape[0])
+  ref = fns["reference"](params, x, mask, 0.5)[0]
+  _assert_tree_close(fns["fast"](params, x, mask, 0.5)[0], ref)  # auto = patches here
+  for conv_norm in ("ghost", "vmap"):
+    out, _ = jax.jit(lambda p, cn=conv_norm: privacy.clipped_grad_sum(
+        apply_fn, p, x, y, mask, clip_norm=0.5, conv_norm=cn))(params)
+    _assert_tree_close(out, ref)
+
+
+def test_fast_under_vmap_over_models():
+  """The trainer vmaps the whole step over a leading model axis of params."""
+  model, _, _ = _model("mlp")
+  params, x, y, apply_fn, fns = _setup("mlp")
+  stacked = jax.tree.map(lambda *v: jnp.stack(v),
+                         *[_random_params(model, x, seed) for seed in (5, 6)])
+  mask = jnp.ones(x.shape[0])
+  out, aux = jax.jit(jax.vmap(lambda p: privacy.clipped_grad_sum(
+      apply_fn, p, x, y, mask, clip_norm=0.3)))(stacked)
+  for m in range(2):
+    one = jax.tree.map(lambda v, m=m: v[m], stacked)
+    _assert_tree_close(jax.tree.map(lambda v, m=m: v[m], out),
+                       fns["reference"](one, x, mask, 0.3)[0])
+  assert aux.grad_norms.shape == (2, x.shape[0])
+
+
+@pytest.mark.parametrize("method", ["fast", "reference"])
+def test_one_example_moves_sum_by_at_most_c(method):
+  params, x, y, _, fns = _setup("cnn_group")
+  full = jnp.ones(x.shape[0])
+  for c in (0.05, 1.0):
+    total = fns[method](params, x, full, c)[0]
+    for j in range(x.shape[0]):
+      without = fns[method](params, x, full.at[j].set(0.0), c)[0]
+      diff = _tree_norm(jax.tree.map(jnp.subtract, total, without))
+      assert diff <= c * (1 + 1e-4), (j, diff)
+  # Padding contributes nothing whatever its contents.
+  mask = full.at[0].set(0.0)
+  garbage = x.at[0].set(1e6)
+  _assert_tree_close(fns[method](params, garbage, mask, 1.0)[0],
+                     fns[method](params, x, mask, 1.0)[0], rtol=1e-6)
+
+
+def test_non_finite_example_contributes_zero():
+  params, x, y, _, fns = _setup("mlp")
+  mask = jnp.ones(x.shape[0])
+  bad = x.at[2].set(jnp.nan)
+  out, aux = fns["fast"](params, bad, mask, 1.0)
+  assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(out))
+  _assert_tree_close(out, fns["fast"](params, x, mask.at[2].set(0.0), 1.0)[0])
+
+
+def test_fast_with_dropout_matches_per_example_jacobian():
+  """Same dropout key: fast clipping equals clipping the rows of the per-example Jacobian."""
+  model = MLP(hidden=(16, 8), num_classes=5, activation="tanh", dropout=0.5)
+  x = jax.random.normal(jax.random.key(1), (8, 12))
+  y = jnp.arange(8) % 5
+  params = _random_params(model, x)
+  apply_fn, key, c = privacy.apply_fn_for(model), jax.random.key(7), 0.3
+  out, aux = jax.jit(lambda p: privacy.clipped_grad_sum(
+      apply_fn, p, x, y, jnp.ones(8), clip_norm=c, rng=key))(params)
+  jac = jax.jit(jax.jacrev(lambda p: privacy.per_example_xent(apply_fn(p, x, key), y)))(params)
+  norms = jnp.sqrt(sum(jnp.sum(v.reshape(8, -1) ** 2, axis=1) for v in jax.tree.leaves(jac)))
+  w = jnp.minimum(1.0, c / norms)
+  _assert_tree_close(out, jax.tree.map(lambda v: jnp.tensordot(w, v, axes=1), jac))
+  np.testing.assert_allclose(aux.grad_norms, norms, rtol=1e-4)
+  ref, _ = jax.jit(lambda p: privacy.clipped_grad_sum(
+      apply_fn, p, x, y, jnp.ones(8), clip_norm=c, method="reference", rng=key,
+      microbatch_size=4))(params)
+  assert _tree_norm(ref) <= 8 * c * (1 + 1e-5)
+
+
+def test_batch_norm_refused():
+  model = CNN(channels=(4,), num_classes=3, dense=0, norm="batch")
+  x = jnp.ones((2, 8, 8, 1))
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  variables = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), variables)
+  with pytest.raises(ConfigError, match="norm=group"):
+    privacy.check_dp_compatible(variables)
+  apply_fn = privacy.apply_fn_for(model)
+  for method in ("fast", "reference"):
+    with pytest.raises(ConfigError, match="BatchNorm"):
+      privacy.clipped_grad_sum(apply_fn, variables["params"], x, jnp.zeros(2, jnp.int32),
+                               jnp.ones(2), clip_norm=1.0, method=method)
+
+
+def test_bad_arguments_raise_config_error():
+  params, x, y, apply_fn, _ = _setup("mlp")
+  mask = jnp.ones(x.shape[0])
+  for kwargs in ({"method": "ghostly"}, {"clip_norm": 0.0}, {"microbatch_size": 3},
+                 {"loss": "mse"}, {"conv_norm": "fft"}):
+    kw = {"clip_norm": 1.0, **kwargs}
+    with pytest.raises(ConfigError):
+      privacy.clipped_grad_sum(apply_fn, params, x, y, mask, **kw)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _noise(key, step, n=300_000, sigma=0.7, c=2.0, batch=1.0):
+  zeros = {"a": jnp.zeros((n // 2,)), "b": jnp.zeros((n // 4, 2))}
+  out = privacy.privatize(zeros, key, step=step, noise_multiplier=sigma, clip_norm=c,
+                          expected_batch_size=batch)
+  return jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(out)])
+
+
+def test_noise_std_is_sigma_c_over_batch():
+  z = np.asarray(_noise(jax.random.key(0), 0), np.float64)
+  assert abs(z.std() - 1.4) < 0.015 and abs(z.mean()) < 0.015
+  assert stats.kstest(z / 1.4, "norm").pvalue > 1e-3
+  z = np.asarray(_noise(jax.random.key(0), 1, batch=10.0))
+  assert abs(z.std() - 0.14) < 0.0015
+
+
+def test_noise_is_fresh_every_step_and_reproducible():
+  key = jax.random.key(3)
+  fn = jax.jit(lambda s: privacy.privatize(
+      jnp.zeros(4000), key, step=s, noise_multiplier=1.0, clip_norm=1.0, expected_batch_size=1))
+  draws = np.stack([np.asarray(fn(s)) for s in range(20)])
+  corr = np.corrcoef(draws) - np.eye(20)
+  assert np.abs(corr).max() < 0.1  # no two steps share noise
+  np.testing.assert_array_equal(draws[7], np.asarray(fn(7)))  # a resumed run redraws step 7
+  keys = jax.random.key_data(jax.vmap(lambda s: privacy.step_key(key, s))(jnp.arange(10_000)))
+  assert len(np.unique(np.asarray(keys), axis=0)) == 10_000
+  # Leaves of one step are independent draws, not copies.
+  two = privacy.gaussian_noise(key, {"a": jnp.zeros(1000), "b": jnp.zeros(1000)}, 1.0)
+  assert abs(np.corrcoef(two["a"], two["b"])[0, 1]) < 0.15
+
+
+def test_noise_under_vmap_matches_per_model():
+  keys = jax.random.split(jax.random.key(0), 3)
+  f = lambda k: privacy.privatize(jnp.zeros((70, 1000)), k, step=4, noise_multiplier=1.0,
+                                  clip_norm=1.0, expected_batch_size=1)  # 1 block + a tail
+  batched = jax.jit(jax.vmap(f))(keys)
+  for m in range(3):
+    np.testing.assert_array_equal(batched[m], jax.jit(f)(keys[m]))
+  assert not np.allclose(batched[0], batched[1])
