@@ -141,7 +141,9 @@ def _train(tmp_path, strategy, epochs=3, ckpt=True, **kw):
 def test_loop_and_vmap_strategies_train_the_same_models(tmp_path):
   a, _, _ = _train(tmp_path / "a", "vmap", ckpt=False)
   b, _, _ = _train(tmp_path / "b", "loop", ckpt=False)
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5),
+  # atol 1e-4: a convolution's bias before BatchNorm has a zero gradient up to rounding, and
+  # Adam scales that rounding up to the learning rate.
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4),
                a.state.params, b.state.params)
 
 
