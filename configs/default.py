@@ -64,7 +64,25 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.augment = ml_collections.ConfigDict()
   config.train.augment.crop_padding = 0
   config.train.augment.flip = False
-  config.train.strategy = "auto"    # how the model axis is mapped: vmap | loop | auto
+  config.train.strategy = "auto"    # how the model axis is mapped: vmap | loop | shared |
+                                    # sharded | auto
+  config.train.conv = "auto"        # convolutions: auto | lax | im2col | matmul_grad
+  config.train.chunk_size = 0       # models trained (and checkpointed) together; 0 = all
+
+  config.dp = ml_collections.ConfigDict()
+  config.dp.enabled = False         # DP-SGD for every model (target and shadows alike)
+  config.dp.clip_norm = 1.0         # C, per-example L2 bound
+  config.dp.noise_multiplier = 1.0  # sigma; ignored when target_epsilon > 0
+  config.dp.target_epsilon = 0.0    # > 0: calibrate sigma for this epsilon
+  config.dp.delta = 0.0             # 0: 1 / (examples per model)
+  config.dp.clipping = "fast"       # fast (ghost clipping) | reference (jax_privacy, vmap)
+  config.dp.sampling = "poisson"    # poisson (amplified accounting) | shuffle (conservative)
+  config.dp.accountant = "pld"      # pld | rdp
+
+  config.audit = ml_collections.ConfigDict()
+  config.audit.num_canaries = 0     # mislabelled pool examples for the one-run epsilon audit
+  config.audit.attack = "loss"      # the canary scores (an attack that uses no shadow models)
+  config.audit.confidence = 0.95
 
   config.inference = ml_collections.ConfigDict()
   config.inference.batch_size = 1024

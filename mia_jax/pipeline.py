@@ -27,12 +27,17 @@ import numpy as np
 
 from mia_jax import attacks, data, figures, inference, logits_io, metrics, models, report
 from mia_jax.attacks import evaluate as attack_eval
-from mia_jax.data import augment, membership
+from mia_jax.data import augment, canaries as canaries_lib, membership
 from mia_jax.errors import ConfigError, DataError
+from mia_jax.privacy import auditing
+from mia_jax.training import dp as dp_lib
 from mia_jax.training import ensemble, optim
 
 # Config blocks that decide the trained models; a workdir's checkpoints belong to these values.
-TRAINING_BLOCKS = ("seed", "data", "model", "membership", "train")
+TRAINING_BLOCKS = ("seed", "data", "model", "membership", "train", "dp")
+# Attacks that score an example from the target model alone: the canary audit's choices (its
+# scores must not read other models, whose keep rows determine the target's coin flips).
+AUDIT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy")
 # Attacks that read shadow / reference models: the ones the shadow-scaling curve reruns.
 SHADOW_ATTACK_PREFIXES = ("lira_", "rmia_", "shokri")
 
@@ -90,6 +95,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.strategy not in ensemble.STRATEGIES:
     raise ConfigError(f"unknown ensemble strategy {config.train.strategy!r}; choose one of "
                       f"{list(ensemble.STRATEGIES)} with --config.train.strategy=NAME")
+  if config.dp.enabled:
+    dp_lib.check_config(config.dp)
+    if config.model.get("norm", "none") == "batch":
+      raise ConfigError("DP-SGD cannot train a model with BatchNorm (its batch statistics mix "
+                        "examples); set --config.model.norm=group")
+  if int(config.audit.num_canaries) < 0:
+    raise ConfigError(f"audit.num_canaries={config.audit.num_canaries} must be 0 or more")
+  if config.audit.attack not in AUDIT_ATTACKS:
+    raise ConfigError(f"audit.attack={config.audit.attack!r}: the canary audit needs an attack "
+                      f"that reads only the target model; choose one of {list(AUDIT_ATTACKS)}")
   num_models = int(config.membership.num_models)
   if not 1 <= int(float(config.membership.pkeep) * num_models) < num_models:
     raise ConfigError(f"membership.pkeep={config.membership.pkeep} with {num_models} models puts "
@@ -98,7 +113,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def training_record(config: ml_collections.ConfigDict) -> dict:
   d = config.to_dict()
-  return json.loads(json.dumps({k: d[k] for k in TRAINING_BLOCKS}, default=str))
+  record = {k: d[k] for k in TRAINING_BLOCKS}
+  record["audit"] = {"num_canaries": d["audit"]["num_canaries"]}   # canaries change the data
+  return json.loads(json.dumps(record, default=str))
 
 
 def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -138,9 +155,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
   t_start = time.perf_counter()
   validate(config)
   ds = data.load(config.data)
+  ds, canaries = canaries_lib.plant(ds, int(config.audit.num_canaries), int(config.data.seed))
   model = models.build(config.model, ds.num_classes)
   keep = membership.keep_matrix(int(config.membership.seed), int(config.membership.num_models),
                                 len(ds.pool_y), float(config.membership.pkeep))
+  dp_plan = None
+  if config.dp.enabled:
+    dp_plan = dp_lib.plan(config.dp, keep, int(config.train.batch_size), int(config.train.epochs))
+    log(f"DP-SGD: noise multiplier {dp_plan.noise_multiplier:.4f}, clip {config.dp.clip_norm}, "
+        f"{config.dp.sampling} sampling (expected batch {dp_plan.expected_batch_size:g}, padded "
+        f"to {dp_plan.max_batch}), {dp_plan.steps} steps, delta {dp_plan.delta:.2e}")
   claim_workdir(workdir, config)
   np.save(os.path.join(workdir, "keep.npy"), keep)
   log(f"data {ds.name}: pool {len(ds.pool_y)}, val {len(ds.val_y)}, test {len(ds.test_y)}, "
@@ -151,7 +175,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
   val = (ds.val_x, ds.val_y) if len(ds.val_y) else None
   result = ensemble.train_ensemble(
       model, config.train, ds.pool_x, ds.pool_y, keep, seed=int(config.seed), val=val,
-      checkpoint_dir=os.path.join(workdir, "checkpoints"), log=log)
+      checkpoint_dir=os.path.join(workdir, "checkpoints"), log=log, dp_plan=dp_plan)
   t_train = time.perf_counter()
 
   dtype = np.float16 if config.inference.dtype == "float16" else np.float32
@@ -173,7 +197,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
       "models": {"epochs_run": result.epochs_run, "history": result.history},
       "timing": {"data_s": t_data - t_start, "train_s": t_train - t_data,
                  "inference_s": t_infer - t_train, "resumed_from_epoch": result.resumed_from},
+      "canaries": canaries.tolist(),
   }
+  if dp_plan is not None:
+    header["privacy"] = {
+        "epsilon": dp_plan.epsilon(), "delta": dp_plan.delta,
+        "noise_multiplier": dp_plan.noise_multiplier, "clip_norm": float(config.dp.clip_norm),
+        "sampling": dp_plan.sampling, "accountant": dp_plan.accountant, "steps": dp_plan.steps,
+        "expected_batch_size": dp_plan.expected_batch_size, "max_batch": dp_plan.max_batch,
+        "sampling_rate": dp_plan.sampling_rate, "clipping": config.dp.clipping}
   return attack_and_report(attack_data, config, workdir, header, t_start, log)
 
 
@@ -238,10 +270,10 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
   t_attack = time.perf_counter()
   keep_rows = np.asarray(attack_data.keep)[targets]
   predictions = attacks.target_predictions(attack_data, targets)
-  summaries, curves, first_scores = {}, {}, {}
+  summaries, curves, first_scores, all_scores = {}, {}, {}, {}
   for name in acfg.names:
     t0 = time.perf_counter()
-    scores = attacks.run(name, attack_data, targets, **params_by_name[name])
+    scores = all_scores[name] = attacks.run(name, attack_data, targets, **params_by_name[name])
     summaries[name], curves[name] = attack_eval.evaluate_scores(
         name, scores, attack_data.keep, targets, params=params_by_name[name],
         bootstrap=int(acfg.bootstrap), seed=seed)
@@ -251,6 +283,7 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
     log(f"attack {name}: AUC {summaries[name]['auc']['mean']:.4f} ± "
         f"{summaries[name]['auc']['std']:.4f}, TPR@0.1%FPR "
         f"{summaries[name]['tpr_at_fpr']['0.001']['mean']:.4f} over {len(targets)} targets")
+  privacy = canary_audit(attack_data, config, header, targets, all_scores, log)
   t_scaling = time.perf_counter()
   scaling_targets = targets[:int(acfg.get("scaling_targets", 0))]
   scaling = (shadow_scaling(attack_data, acfg.names, scaling_targets, params_by_name, seed)
@@ -278,6 +311,7 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
       "models": models_info,
       "attacks": summaries,
       "shadow_scaling": scaling,
+      **({"privacy": privacy} if privacy else {}),
       "timing": timing,
       "config": json.loads(json.dumps(config.to_dict(), default=str)),
   }
@@ -286,6 +320,33 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
   log(f"mean test accuracy {models_info['mean_test_accuracy']:.4f}; report in "
       f"{os.path.join(workdir, 'report.md')}; total {timing['total_s']:.1f}s")
   return results
+
+
+def canary_audit(attack_data: attacks.AttackData, config: ml_collections.ConfigDict,
+                 header: Mapping, targets: Sequence[int], scores_by_name: Mapping,
+                 log: Callable[[str], None]) -> dict:
+  """results["privacy"]: the accountant's figures (DP runs) and, with canaries, the one-run
+  empirical lower bound on epsilon of each target beside them."""
+  privacy = dict(header.get("privacy", {}))
+  canaries = np.asarray(header.get("canaries", []), np.int64)
+  if len(canaries) == 0:
+    return privacy
+  name = config.audit.attack
+  scores = scores_by_name.get(name)
+  if scores is None:
+    scores = attacks.run(name, attack_data, targets)
+  keep = np.asarray(attack_data.keep)[targets]
+  delta = privacy.get("delta") or 1.0 / float(keep.sum(axis=1).min())
+  audit = auditing.audit_targets(scores, keep, canaries, delta,
+                                 float(config.audit.confidence))
+  audit["attack"] = name
+  privacy["audit"] = audit
+  privacy["epsilon_lower_bound"] = audit["max"]
+  privacy.setdefault("delta", delta)
+  log(f"canary audit ({len(canaries)} canaries, {name} scores): epsilon lower bound "
+      f"{audit['mean']:.3f} mean, {audit['max']:.3f} max over {len(targets)} targets"
+      + (f"; accountant's epsilon {privacy['epsilon']:.3f}" if "epsilon" in privacy else ""))
+  return privacy
 
 
 def model_accuracies(d: attacks.AttackData) -> dict:

@@ -170,9 +170,34 @@ def _scaling_table(results: dict) -> list[str]:
   return lines + [""]
 
 
+def _privacy_section(results: dict) -> list[str]:
+  """The accountant's (epsilon, delta) of a DP-SGD run and the canary audit's lower bound."""
+  p = results.get("privacy")
+  if not p:
+    return []
+  lines = ["## Privacy", ""]
+  if "epsilon" in p:
+    lines.append(
+        f"DP-SGD on every model: ({p['epsilon']:.3f}, {p['delta']:.2e})-DP by the "
+        f"{p['accountant'].upper()} accountant ({p['sampling']} sampling, rate "
+        f"{p['sampling_rate']:.4f}, {p['steps']} steps, noise multiplier "
+        f"{p['noise_multiplier']:.4f}, clip norm {p['clip_norm']:g}, {p['clipping']} clipping).")
+  a = p.get("audit")
+  if a:
+    lines.append(
+        f"Empirical audit (one run, Steinke et al. 2023; {a['num_canaries']} mislabelled "
+        f"canaries scored by `{a['attack']}`, {100 * a['confidence']:.0f}% confidence, delta "
+        f"{a['delta']:.2e}): epsilon lower bound {a['mean']:.3f} mean, {a['max']:.3f} max over "
+        f"{len(a['per_target'])} targets." +
+        (" It must not exceed the accountant's epsilon." if "epsilon" in p else
+         " The models were trained without DP: no epsilon is claimed."))
+  return lines + [""]
+
+
 def markdown(results: dict) -> str:
-  """The report a person reads: models, the attack table, slices, shadow scaling, timing."""
-  lines = _intro(results) + _attack_table(results) + _slice_table(results)
+  """The report a person reads: models, privacy, the attack table, slices, shadow scaling."""
+  lines = (_intro(results) + _privacy_section(results) + _attack_table(results)
+           + _slice_table(results))
   lines += _scaling_table(results)
   scaled = (results.get("shadow_scaling") or {}).get("attacks")
   lines += ["Figures: `figures/roc.png` (log-log ROC), `figures/score_hist.png` (scores of "

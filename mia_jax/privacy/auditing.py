@@ -60,3 +60,26 @@ def epsilon_lower_bound(scores, included, delta: float, confidence: float = 0.95
   if method == "clopper_pearson":
     return float(auditor.epsilon_clopper_pearson(min(significance, 0.499), delta))
   raise ConfigError(f"unknown audit method {method!r}; choose one of {list(METHODS)}")
+
+
+def audit_targets(scores, keep, canaries, delta: float, confidence: float = 0.95, *,
+                  method: str = "one_run") -> dict:
+  """The one-run epsilon lower bound of each target model from its canaries' scores.
+
+  Args:
+    scores: [T, N] attack scores of every pool example for T target models (higher = member).
+    keep: bool [T, N], the targets' rows of the keep matrix.
+    canaries: int [K], the canaries' pool indices.
+    delta, confidence, method: as epsilon_lower_bound.
+
+  Returns:
+    {"per_target": [T floats], "mean", "max", "num_canaries", "confidence", "delta", "method"}.
+  """
+  scores = np.asarray(scores, np.float64)
+  keep = np.asarray(keep, bool)
+  canaries = np.asarray(canaries, np.int64)
+  bounds = [epsilon_lower_bound(scores[t, canaries], keep[t, canaries], delta, confidence,
+                                method=method) for t in range(scores.shape[0])]
+  return {"per_target": bounds, "mean": float(np.mean(bounds)), "max": float(np.max(bounds)),
+          "num_canaries": int(len(canaries)), "confidence": confidence, "delta": delta,
+          "method": method}

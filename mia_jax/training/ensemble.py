@@ -1,22 +1,25 @@
 """Train M models together, each only on its own kept pool examples.
 
 The single-model `steps.train_step` is mapped over the leading model axis of the stacked state;
-how it is mapped is chosen here and only here (`strategy`):
-  vmap   one jitted epoch of the vmapped step over all M models (fastest for MLPs, and on
-         accelerators);
-  loop   the same jitted epoch on one model at a time (faster for convolutions on a CPU).
-Both give the same models: batches, dropout and augmentation keys depend only on
-(seed, model index, epoch, step), never on which other models train beside it.
+how it is mapped (vmap, loop, shared batch, sharded over devices and hosts, auto) is chosen in
+`strategies` and only there (`cfg.strategy`). Every strategy trains the same models: batches,
+dropout and augmentation keys depend only on (seed, model id, epoch, step), never on which other
+models train beside it.
 
 An epoch is one pass of each model over its own kept examples, in batches of `batch_size`
 drawn without replacement; the last batch is padded (with the model's own examples, mask 0).
 Every epoch is checkpointed; training resumes from the latest checkpoint by default.
+
+More models than fit in memory train in chunks of `cfg.chunk_size` models (0: all at once),
+one after another, each with its own checkpoints under `checkpoint_dir/chunk_XXXX` (a single
+chunk checkpoints in `checkpoint_dir` itself); a finished chunk is restored, not retrained.
+Chunks pass their global model ids, so a model is the same whatever the chunking.
 """
 
 import dataclasses
-import functools
+import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -26,23 +29,26 @@ import numpy as np
 
 from mia_jax.errors import ConfigError
 from mia_jax.training import checkpoint as ckpt_lib
-from mia_jax.training import optim, steps
+from mia_jax.training import dp as dp_lib
+from mia_jax.training import optim, steps, strategies
 
-STRATEGIES = ("vmap", "loop", "auto")
+STRATEGIES = strategies.STRATEGIES
 
 
 @dataclasses.dataclass
 class TrainResult:
-  state: steps.ModelState        # leaves [M, ...]; the best epoch's params under early stopping
+  state: steps.ModelState        # leaves [M, ...] (numpy); the best epoch's under early stopping
   history: list[dict]            # one record per epoch, per-model lists inside
   epochs_run: int
   resumed_from: int              # epochs already done when this call started (0 = fresh)
+  strategy: str = ""             # the resolved strategy, e.g. 'vmap+im2col'
 
 
-def model_keys(seed: int, num_models: int) -> jax.Array:
-  """One key per model [M], a function of (seed, model index) only."""
+def model_keys(seed: int, num_models: int, model_ids=None) -> jax.Array:
+  """One key per model [M], a function of (seed, model id) only."""
   base = jax.random.key(seed)
-  return jax.vmap(lambda m: jax.random.fold_in(base, m))(jnp.arange(num_models))
+  ids = jnp.arange(num_models) if model_ids is None else jnp.asarray(model_ids)
+  return jax.vmap(lambda m: jax.random.fold_in(base, m))(ids)
 
 
 def steps_per_epoch(keep: np.ndarray, batch_size: int) -> int:
@@ -73,138 +79,177 @@ def epoch_batches(keep: np.ndarray, batch_size: int, seed: int, epoch: int,
           mask.reshape(shape).transpose(1, 0, 2).copy())
 
 
-def make_epoch_fn(model: nn.Module, tx, step_cfg: steps.StepConfig) -> Callable:
-  """Jitted `(state[M], pool_x, pool_y, idx[S,M,B], mask[S,M,B], keys[M], step0, active[M])
-  -> (state[M], metrics[M])`: one epoch of the vmapped train step under lax.scan."""
-  step = functools.partial(steps.train_step, model=model, tx=tx, cfg=step_cfg)
-  vstep = jax.vmap(step)
-
-  @functools.partial(jax.jit, donate_argnums=(0,))
-  def run_epoch(state, pool_x, pool_y, idx, mask, keys, step0, active):
-    def body(carry, batch):
-      state, t = carry
-      bidx, bmask = batch
-      step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
-      state, metrics = vstep(state, pool_x[bidx], pool_y[bidx], bmask * active[:, None],
-                             step_keys)
-      return (state, t + 1), metrics
-
-    (state, _), metrics = jax.lax.scan(body, (state, step0), (idx, mask))
-    return state, jax.tree.map(lambda a: a.sum(axis=0), metrics)
-
-  return run_epoch
-
-
-def make_eval_fn(model: nn.Module) -> Callable:
+def make_eval_fn(model: nn.Module, conv: str = "lax") -> Callable:
   """Jitted `(params[M], batch_stats[M], x, y) -> accuracy [M]` in eval mode."""
-  def accuracy(params, batch_stats, x, y):
-    logits = steps.predict(model, steps.variables_of(params, batch_stats), x)
-    return jnp.mean(jnp.argmax(logits, -1) == y)
-  return jax.jit(jax.vmap(accuracy, in_axes=(0, 0, None, None)))
+  return strategies.Strategy("vmap", conv).eval_fn(model)
 
 
-def init_ensemble(model: nn.Module, tx, seed: int, num_models: int, sample_x) -> steps.ModelState:
+def init_ensemble(model: nn.Module, tx, seed: int, num_models: int, sample_x,
+                  model_ids=None) -> steps.ModelState:
   init = jax.jit(jax.vmap(lambda k: steps.init_state(model, tx, k, sample_x)))
-  return init(model_keys(seed, num_models))
+  return init(model_keys(seed, num_models, model_ids))
 
 
-def resolve_strategy(strategy: str, model: nn.Module) -> str:
-  """`auto`: vmap on accelerators and for dense models; a loop for convolutions on a CPU,
-  where batched convolutions ran 5-6.5 times slower than sequential steps (DESIGN.md)."""
-  if strategy not in STRATEGIES:
-    raise ConfigError(f"unknown ensemble strategy {strategy!r}; choose one of {list(STRATEGIES)} "
-                      "with --config.train.strategy=NAME")
-  if strategy != "auto":
-    return strategy
-  if jax.default_backend() != "cpu":
-    return "vmap"
-  is_conv = "CNN" in type(model).__name__ or "Net" in type(model).__name__
-  return "loop" if is_conv else "vmap"
+def resolve_strategy(strategy: str, model: nn.Module, sample_x=None) -> str:
+  """The name of the strategy `auto` (or `strategy`) resolves to (see strategies.resolve)."""
+  if sample_x is None:
+    sample_x = np.zeros((1, 8, 8, 1), np.float32)
+  return strategies.resolve(strategy, model, sample_x).name
 
 
-def _slice(tree, m):
-  return jax.tree.map(lambda a: a[m:m + 1], tree)
-
-
-def _concat(trees):
-  return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+@dataclasses.dataclass
+class _Chunk:
+  """What one chunk of models ended with (host arrays)."""
+  state: steps.ModelState
+  history: list[dict]
+  epochs_run: int
+  resumed_from: int
 
 
 def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.ndarray,
                    pool_y: np.ndarray, keep: np.ndarray, *, seed: int,
                    val: tuple[np.ndarray, np.ndarray] | None = None,
                    checkpoint_dir: str | None = None,
-                   log: Callable[[str], None] = print) -> TrainResult:
+                   log: Callable[[str], None] = print,
+                   dp_plan: "dp_lib.DPPlan | None" = None) -> TrainResult:
   """Trains M = keep.shape[0] models; model m sees only pool examples i with keep[m, i].
 
   Args:
     model: the flax module (one model; parameters get a leading model axis).
-    cfg: the `train` config block (epochs, batch_size, optimizer, ..., strategy).
+    cfg: the `train` config block (epochs, batch_size, optimizer, ..., strategy, and optionally
+      chunk_size (models per chunk; 0 = all) and conv ('auto', 'lax', 'im2col')).
     pool_x, pool_y: the pool [N, ...], [N].
     keep: bool [M, N].
     seed: the training seed (initialisation, batches, dropout, augmentation).
     val: (x, y) held out from every model, for early stopping when cfg.early_stopping_patience.
     checkpoint_dir: where to checkpoint every epoch and resume from; None disables both.
     log: receives one progress line per epoch.
+    dp_plan: train every model with DP-SGD (mia_jax.training.dp.plan): Poisson batches (or
+      shuffled ones) of the plan's expected size, per-example clipping and Gaussian noise in the
+      step; the epsilon spent is logged each epoch and kept in the history.
   """
   num_models = keep.shape[0]
-  batch_size = int(cfg.batch_size)
-  spe = steps_per_epoch(keep, batch_size)
-  tx = optim.make_optimizer(cfg, spe)
-  strategy = resolve_strategy(cfg.strategy, model)
-  step_cfg = steps.StepConfig(label_smoothing=float(cfg.label_smoothing),
-                              crop_padding=int(cfg.augment.crop_padding),
-                              flip=bool(cfg.augment.flip))
+  strategy = strategies.resolve(cfg.strategy, model, pool_x[:1], cfg.get("conv", "auto"))
   patience = int(cfg.early_stopping_patience)
   if patience > 0 and val is None:
     raise ConfigError("early stopping needs a validation split; set --config.data.val_size>0")
+  chunk = int(cfg.get("chunk_size", 0))
+  if chunk < 0:
+    raise ConfigError(f"train.chunk_size={chunk} must be >= 0 (0: all models in one chunk)")
+  chunk = num_models if chunk == 0 else min(chunk, num_models)
+  starts = list(range(0, num_models, chunk))
+  spe = steps_per_epoch(keep, int(cfg.batch_size))   # of the whole ensemble: chunking-invariant
+  if dp_plan is not None:
+    spe = dp_plan.steps_per_epoch
+  chunks = []
+  for c, start in enumerate(starts):
+    ids = np.arange(start, min(start + chunk, num_models))
+    prefix = f"chunk {c + 1}/{len(starts)} (models {ids[0]}-{ids[-1]})  " if len(starts) > 1 else ""
+    cdir = checkpoint_dir
+    if checkpoint_dir and len(starts) > 1:
+      cdir = os.path.join(checkpoint_dir, f"chunk_{c:04d}")
+    chunks.append(_train_chunk(model, cfg, strategy, pool_x, pool_y, keep, ids, spe, seed=seed,
+                               val=val, checkpoint_dir=cdir,
+                               log=lambda s, p=prefix: log(p + s), dp_plan=dp_plan))
+  state = jax.tree.map(lambda *a: np.concatenate(a), *[c.state for c in chunks])
+  return TrainResult(state=state, history=_merge_histories([c.history for c in chunks]),
+                     epochs_run=max(c.epochs_run for c in chunks),
+                     resumed_from=next((c.resumed_from for c in chunks if c.resumed_from), 0),
+                     strategy=strategy.name)
 
-  state = init_ensemble(model, tx, seed, num_models, jnp.asarray(pool_x[:1]))
-  best = jax.tree.map(jnp.copy, state) if patience > 0 else None
-  es = {"best_val": [-1.0] * num_models, "bad_epochs": [0] * num_models,
-        "active": [True] * num_models}
+
+def _merge_histories(histories: list[list[dict]]) -> list[dict]:
+  """Per epoch, the chunks' per-model lists concatenated (None for a chunk already stopped)."""
+  if len(histories) == 1:
+    return histories[0]
+  merged = []
+  for e in range(max(len(h) for h in histories)):
+    record = {"epoch": e + 1, "seconds": 0.0}
+    for h in histories:
+      size = len(h[0]["loss"])
+      rec = h[e] if e < len(h) else {}
+      record["seconds"] += rec.get("seconds", 0.0)
+      for k in ("loss", "accuracy", "val_accuracy"):
+        if k in h[0]:
+          record.setdefault(k, []).extend(rec.get(k, [None] * size))
+    merged.append(record)
+  return merged
+
+
+def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep, ids, spe, *,
+                 seed, val, checkpoint_dir, log, dp_plan=None) -> _Chunk:
+  """Trains the models `ids` (global ids) of the ensemble; returns host arrays."""
+  num_real = len(ids)
+  # Sharded: pad to a multiple of the devices with copies of the last model, never active.
+  pad = (-num_real) % strategy.model_multiple()
+  ids_p = np.concatenate([ids, np.full(pad, ids[-1])]).astype(np.int32)
+  keep_c = keep[ids_p]
+  batch_size = int(cfg.batch_size)
+  tx = optim.make_optimizer(cfg, spe)
+  dp_step = None
+  epsilons = []
+  if dp_plan is not None:
+    dp_step = dp_lib.DPStepConfig(clip_norm=dp_plan.clip_norm,
+                                  noise_multiplier=dp_plan.noise_multiplier,
+                                  expected_batch_size=dp_plan.expected_batch_size,
+                                  method=dp_plan.clipping)
+    epsilons = dp_lib.epsilon_by_epoch(dp_plan, int(cfg.epochs))
+  step_cfg = steps.StepConfig(label_smoothing=float(cfg.label_smoothing),
+                              crop_padding=int(cfg.augment.crop_padding),
+                              flip=bool(cfg.augment.flip), dp=dp_step)
+  patience = int(cfg.early_stopping_patience)
+  n = len(ids_p)
+
+  state = init_ensemble(model, tx, seed, n, jnp.asarray(pool_x[:1]), ids_p)
+  state = jax.tree.map(np.asarray, state)
+  best = jax.tree.map(np.copy, state) if patience > 0 else None
+  es = {"best_val": [-1.0] * n, "bad_epochs": [0] * n, "active": [True] * num_real + [False] * pad}
   history: list[dict] = []
   start = 0
   ckpt = ckpt_lib.Checkpointer(checkpoint_dir) if checkpoint_dir else None
   if ckpt is not None and ckpt.latest_step() is not None:
     start = ckpt.latest_step()
     (state, best), meta = ckpt.restore(start, (state, best))
-    state = jax.tree.map(jnp.asarray, state)
-    best = jax.tree.map(jnp.asarray, best) if best is not None else None
     es, history = meta["early_stopping"], meta["history"]
     log(f"resumed from the checkpoint of epoch {start} in {checkpoint_dir}")
   resumed_from = start
-
-  run_epoch = make_epoch_fn(model, tx, step_cfg)
-  eval_fn = make_eval_fn(model) if patience > 0 else None
-  keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(model_keys(seed, num_models))
-  px, py = jnp.asarray(pool_x), jnp.asarray(pool_y)
   epochs = int(cfg.epochs)
   done = start >= epochs or not any(es["active"])
+  if done:
+    if ckpt is not None:
+      ckpt.close()
+    final = best if best is not None else state
+    return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, start, resumed_from)
+
+  state = strategy.put(state)
+  best = strategy.put(best) if best is not None else None
+  run_epoch = strategy.epoch_fn(model, tx, step_cfg)
+  eval_fn = strategy.eval_fn(model) if patience > 0 else None
+  select = jax.jit(lambda sel, b, s: jax.tree.map(
+      lambda bb, ss: jnp.where(sel.reshape((-1,) + (1,) * (ss.ndim - 1)), ss, bb), b, s))
+  px, py = strategy.replicate((np.asarray(pool_x), np.asarray(pool_y)))
+  vals = strategy.replicate((np.asarray(val[0]), np.asarray(val[1]))) if eval_fn else None
+  model_ids = strategy.put(ids_p)
   epoch = start
   while not done:
     t0 = time.perf_counter()
-    idx, mask = epoch_batches(keep, batch_size, seed, epoch)
-    active = jnp.asarray(es["active"], jnp.float32)
-    step0 = jnp.int32(epoch * spe)
-    if strategy == "vmap":
-      state, metrics = run_epoch(state, px, py, idx, mask, keys, step0, active)
+    if dp_plan is not None and dp_plan.sampling == "poisson":
+      idx, mask = dp_lib.poisson_epoch_batches(keep_c, dp_plan, seed, epoch, model_ids=ids_p)
     else:
-      outs = [run_epoch(_slice(state, m), px, py, idx[:, m:m + 1], mask[:, m:m + 1],
-                        keys[m:m + 1], step0, active[m:m + 1]) for m in range(num_models)]
-      state = _concat([o[0] for o in outs])
-      metrics = _concat([o[1] for o in outs])
-    metrics = jax.device_get(metrics)
+      idx, mask = epoch_batches(keep_c, batch_size, seed, epoch, model_ids=ids_p)
+    active = strategy.put(np.asarray(es["active"], np.float32))
+    state, metrics = run_epoch(state, px, py, strategy.put(idx, axis=1),
+                               strategy.put(mask, axis=1), model_ids, np.uint32(seed),
+                               np.int32(epoch * spe), active)
+    metrics = strategy.get(metrics)
     count = np.maximum(metrics["count"], 1)
-    record = {"epoch": epoch + 1, "loss": (metrics["loss_sum"] / count).tolist(),
-              "accuracy": (metrics["correct"] / count).tolist()}
+    record = {"epoch": epoch + 1, "loss": (metrics["loss_sum"] / count)[:num_real].tolist(),
+              "accuracy": (metrics["correct"] / count)[:num_real].tolist()}
     if eval_fn is not None:
-      val_acc = np.asarray(eval_fn(state.params, state.batch_stats, val[0], val[1]))
+      val_acc = strategy.get(eval_fn(state.params, state.batch_stats, *vals))
       improved = np.asarray(es["active"]) & (val_acc > np.asarray(es["best_val"]))
-      sel = jnp.asarray(improved)
-      best = jax.tree.map(
-          lambda b, s: jnp.where(sel.reshape((-1,) + (1,) * (s.ndim - 1)), s, b), best, state)
-      for m in range(num_models):
+      best = select(strategy.put(improved), best, state)
+      for m in range(n):
         if not es["active"][m]:
           continue
         if improved[m]:
@@ -212,23 +257,28 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
         else:
           es["bad_epochs"][m] += 1
           es["active"][m] = es["bad_epochs"][m] < patience
-      record["val_accuracy"] = val_acc.tolist()
+      record["val_accuracy"] = val_acc[:num_real].tolist()
+    if epsilons:
+      record["epsilon_rdp"] = epsilons[epoch]
     seconds = time.perf_counter() - t0
     record["seconds"] = seconds
     history.append(record)
     epoch += 1
     done = epoch >= epochs or not any(es["active"])
     if ckpt is not None:
-      ckpt.save(epoch, (state, best), {"early_stopping": es, "history": history})
+      ckpt.save(epoch, strategy.get((state, best)), {"early_stopping": es, "history": history})
     examples = float(metrics["count"].sum())
     left = (epochs - epoch) * np.mean([h["seconds"] for h in history[resumed_from:]])
     line = (f"epoch {epoch}/{epochs}  loss {np.mean(record['loss']):.4f}  "
             f"accuracy {np.mean(record['accuracy']):.4f}  ")
+    if "epsilon_rdp" in record:
+      line += f"epsilon <= {record['epsilon_rdp']:.3f} (RDP)  "
     if "val_accuracy" in record:
-      line += f"val {np.mean(record['val_accuracy']):.4f}  active {sum(es['active'])}/{num_models}  "
+      line += (f"val {np.mean(record['val_accuracy']):.4f}  "
+               f"active {sum(es['active'])}/{num_real}  ")
     log(line + f"{examples / seconds:,.0f} examples/s  {seconds:.1f}s  "
         f"time left {0 if done else left:.0f}s")
   if ckpt is not None:
     ckpt.close()
-  final = best if best is not None else state
-  return TrainResult(state=final, history=history, epochs_run=epoch, resumed_from=resumed_from)
+  final = strategy.get(best if best is not None else state)
+  return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, epoch, resumed_from)

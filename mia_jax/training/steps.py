@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from mia_jax.data import augment
+from mia_jax.errors import ConfigError
 
 
 @flax.struct.dataclass
@@ -32,6 +33,7 @@ class StepConfig:
   label_smoothing: float = 0.0
   crop_padding: int = 0
   flip: bool = False
+  dp: Any = None            # mia_jax.training.dp.DPStepConfig for DP-SGD; None for plain SGD
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
@@ -68,6 +70,8 @@ def train_step(state: ModelState, x: jax.Array, y: jax.Array, mask: jax.Array, k
   x = augment.augment(aug_key, x, cfg.crop_padding, cfg.flip)
   count = jnp.sum(mask)
   has_bn = bool(state.batch_stats)
+  if cfg.dp is not None:
+    return _dp_train_step(state, x, y, mask, key, dropout_key, model=model, tx=tx, cfg=cfg)
 
   def loss_fn(params):
     variables = variables_of(params, state.batch_stats)
@@ -90,6 +94,30 @@ def train_step(state: ModelState, x: jax.Array, y: jax.Array, mask: jax.Array, k
   new_state = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_state, state)
   correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
   return new_state, {"loss_sum": jnp.sum(losses * mask), "correct": correct, "count": count}
+
+
+def _dp_train_step(state, x, y, mask, key, dropout_key, *, model, tx, cfg):
+  """DP-SGD: the privatised gradient replaces the plain one; the rest of the step is the same.
+
+  The noise key is fold_in(step key, a constant): the step key is unique per (model, step), so
+  no two steps share noise. Every step updates, even on an empty batch. Train accuracy is not computed (it would cost a forward pass):
+  `correct` is NaN.
+  """
+  from mia_jax.training import dp  # pylint: disable=g-import-not-at-top
+  if state.batch_stats:
+    raise ConfigError("DP-SGD cannot train a model with BatchNorm (its batch statistics mix "
+                      "examples); set --config.model.norm=group")
+  noise_key = jax.random.fold_in(key, 0x5EED)
+  grads, losses = dp.noisy_grad(model, state.params, x, y, mask, dropout_key, noise_key, cfg.dp,
+                                cfg.label_smoothing)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = ModelState(params=optax.apply_updates(state.params, updates),
+                         batch_stats=state.batch_stats, opt_state=opt_state)
+  # No skipping of empty batches here: under Poisson sampling a step whose batch is empty still
+  # releases its noisy update (skipping it would reveal that the batch was empty).
+  count = jnp.sum(mask)
+  return new_state, {"loss_sum": jnp.sum(losses * mask), "correct": jnp.nan * count,
+                     "count": count}
 
 
 def predict(model: nn.Module, variables: dict, x: jax.Array, batch_size: int = 1024) -> jax.Array:
