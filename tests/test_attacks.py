@@ -435,7 +435,7 @@ def test_lira_with_a_single_in_shadow_uses_the_global_sigma():
   Gaussian would be a spike and push members' scores to -inf (AUC near 0). The group's global
   sigma (or the OUT one) stands in, so a leaky set is still found."""
   data = _data(seed=3, m=4, n=400, leak=2.0)
-  for name in ("lira_online", "lira_offline"):
+  for name in ("lira_online", "lira_offline", "lira_offline_logpdf"):
     scores = attacks.run(name, data, [0, 1])
     assert np.isfinite(scores).all()
     for row, t in zip(scores, [0, 1]):

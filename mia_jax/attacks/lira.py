@@ -220,5 +220,5 @@ def lira_offline_logpdf(data: AttackData, targets: Sequence[int]) -> np.ndarray:
   def fn(v, st_in, st_out):
     del st_in
     _need(st_out, "OUT")
-    return -np.mean(_logpdf(v, st_out["mu"], st_out["sigma"]), axis=-1)
+    return -np.mean(_logpdf(v, st_out["mu"], _sigma(st_out, st_out, fixed=False)), axis=-1)
   return _per_target(data, targets, fn)
