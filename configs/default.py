@@ -83,6 +83,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.audit.num_canaries = 0     # mislabelled pool examples for the one-run epsilon audit
   config.audit.attack = "loss"      # the canary scores (an attack that uses no shadow models)
   config.audit.confidence = 0.95
+  config.audit.method = "one_run_fdp"   # one_run_fdp (Mahloujifar et al. 2024) | one_run
 
   config.inference = ml_collections.ConfigDict()
   config.inference.batch_size = 1024

@@ -102,6 +102,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "examples); set --config.model.norm=group")
   if int(config.audit.num_canaries) < 0:
     raise ConfigError(f"audit.num_canaries={config.audit.num_canaries} must be 0 or more")
+  if config.audit.method not in auditing.METHODS:
+    raise ConfigError(f"unknown audit.method {config.audit.method!r}; choose one of "
+                      f"{list(auditing.METHODS)}")
   if config.audit.attack not in AUDIT_ATTACKS:
     raise ConfigError(f"audit.attack={config.audit.attack!r}: the canary audit needs an attack "
                       f"that reads only the target model; choose one of {list(AUDIT_ATTACKS)}")
@@ -338,7 +341,7 @@ def canary_audit(attack_data: attacks.AttackData, config: ml_collections.ConfigD
   keep = np.asarray(attack_data.keep)[targets]
   delta = privacy.get("delta") or 1.0 / float(keep.sum(axis=1).min())
   audit = auditing.audit_targets(scores, keep, canaries, delta,
-                                 float(config.audit.confidence))
+                                 float(config.audit.confidence), method=config.audit.method)
   audit["attack"] = name
   privacy["audit"] = audit
   privacy["epsilon_lower_bound"] = audit["max"]

@@ -185,7 +185,9 @@ def _privacy_section(results: dict) -> list[str]:
   a = p.get("audit")
   if a:
     lines.append(
-        f"Empirical audit (one run, Steinke et al. 2023; {a['num_canaries']} mislabelled "
+        f"Empirical audit ({a['method']}: one training run, Steinke et al. 2023"
+        f"{', f-DP analysis of Mahloujifar et al. 2024' if a['method'] == 'one_run_fdp' else ''}; "
+        f"{a['num_canaries']} mislabelled "
         f"canaries scored by `{a['attack']}`, {100 * a['confidence']:.0f}% confidence, delta "
         f"{a['delta']:.2e}): epsilon lower bound {a['mean']:.3f} mean, {a['max']:.3f} max over "
         f"{len(a['per_target'])} targets." +

@@ -129,7 +129,10 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
       step; the epsilon spent is logged each epoch and kept in the history.
   """
   num_models = keep.shape[0]
-  strategy = strategies.resolve(cfg.strategy, model, pool_x[:1], cfg.get("conv", "auto"))
+  # DP-SGD's fast clipping intercepts nn.Conv itself (per-example norms from patches), so the
+  # im2col rewrite of convolutions, another interceptor, is not stacked on top of it.
+  conv = "lax" if dp_plan is not None else cfg.get("conv", "auto")
+  strategy = strategies.resolve(cfg.strategy, model, pool_x[:1], conv)
   patience = int(cfg.early_stopping_patience)
   if patience > 0 and val is None:
     raise ConfigError("early stopping needs a validation split; set --config.data.val_size>0")
