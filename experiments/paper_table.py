@@ -34,6 +34,7 @@ from mia_jax import attacks, data, defenses, inference, models  # pylint: disabl
 from mia_jax.analysis import embeddings, paper_report, plots, study, vulnerability  # pylint: disable=wrong-import-position
 from mia_jax.data import membership  # pylint: disable=wrong-import-position
 from mia_jax.defenses import logit_reweighting  # pylint: disable=wrong-import-position
+from mia_jax.training import dp as dp_lib  # pylint: disable=wrong-import-position
 from mia_jax.training import ensemble, steps  # pylint: disable=wrong-import-position
 
 
@@ -41,7 +42,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py with a `
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and logits of every row.")
 _OUT = flags.DEFINE_string("out", None, "Output prefix (OUT.md, OUT.json); default WORKDIR/table.")
 
-DP_NOT_RUN = "not run (DP-SGD not yet wired into the trainer)"
 
 
 def row_setting(config, row: str):
@@ -58,17 +58,23 @@ def row_setting(config, row: str):
     tcfg.l2, mcfg.dropout = 5e-4, float(row[8:])
   elif row == "label_smoothing":
     tcfg.label_smoothing = float(p.label_smoothing)
+  elif row == "dp_sgd":
+    if mcfg.get("norm", "none") == "batch":
+      mcfg.norm = "group"           # the study replaces BatchNorm by GroupNorm under DP
   else:
     return None
   return mcfg, tcfg
 
 
-def dp_status(config) -> str:
-  """The DP-SGD row's status. mia_jax.privacy holds clipping, noise and accounting, and
-  mia_jax.training.dp joins them, but train_ensemble takes no DP setting yet, so the row is
-  reported as not run rather than trained without privacy."""
-  del config
-  return DP_NOT_RUN
+def dp_plan_for(config, keep, tcfg):
+  """The DP-SGD row's plan: the study's clip 1.0 and noise multiplier (paper.dp_noise_multiplier,
+  default 1.0 as its Purchase100 run), delta = 1 / n_train, Poisson sampling, PLD accounting."""
+  dpc = copy.deepcopy(config.dp)
+  dpc.enabled = True
+  dpc.clip_norm = float(config.paper.get("dp_clip", 1.0))
+  dpc.noise_multiplier = float(config.paper.get("dp_noise_multiplier", 1.0))
+  dpc.target_epsilon = 0.0
+  return dp_lib.plan(dpc, keep, int(tcfg.batch_size), int(tcfg.epochs))
 
 
 def audited_set(ds):
@@ -77,10 +83,10 @@ def audited_set(ds):
           len(ds.pool_y))
 
 
-def train(model, tcfg, x, y, keep, seed, val, ckpt, log) -> ensemble.TrainResult:
+def train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=None) -> ensemble.TrainResult:
   """train_ensemble, resuming `ckpt`; result.history holds every epoch's seconds."""
   return ensemble.train_ensemble(model, tcfg, x, y, keep, seed=seed, val=val,
-                                 checkpoint_dir=ckpt, log=log)
+                                 checkpoint_dir=ckpt, log=log, dp_plan=dp_plan)
 
 
 def threshold_attack(logits, y, keep) -> dict:
@@ -186,9 +192,6 @@ def run(config, workdir: str, out: str, log=print) -> dict:
   kept = {}
   for row in p.rows:
     log(f"== row {row}")
-    if row == "dp_sgd":
-      res["rows"][row] = {"status": dp_status(config)}
-      continue
     setting = row_setting(config, row)
     if setting is None:
       continue
@@ -212,11 +215,15 @@ def run(config, workdir: str, out: str, log=print) -> dict:
       if snaps:
         plots.signal_histograms(snaps, keep[0], os.path.join(fig_dir, "histograms_by_epoch.png"))
     else:
-      result = train(model, tcfg, x, y, keep, seed, val, ckpt, log)
+      plan = dp_plan_for(config, keep, tcfg) if row == "dp_sgd" else None
+      result = train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=plan)
       logits = inference.query_logits(model, result.state, x, q, bs)
     entry = {"status": "run", **accuracies(logits, y, keep), **threshold_attack(logits, y, keep),
              "seconds_per_model": sum(h["seconds"] for h in result.history) / m,
              "epochs_run": result.epochs_run}
+    if row == "dp_sgd":
+      entry.update(epsilon=plan.epsilon(), delta=plan.delta,
+                   noise_multiplier=plan.noise_multiplier, clip_norm=plan.clip_norm)
     if lira_keep is not None and row in p.lira_rows:
       lresult = train(model, tcfg, x, y, lira_keep, seed, val,
                          os.path.join(workdir, row, "lira"), log)

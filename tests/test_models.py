@@ -77,7 +77,9 @@ def test_cifar10_densenet_config_smoke_on_mock_data(tmp_path):
     res = _paper_table().run(config, str(tmp_path / "work"), out, log=lambda s: None)
   none = res["rows"]["none"]
   assert none["status"] == "run" and 0 <= none["auc"] <= 100
-  assert res["rows"]["dp_sgd"]["status"].startswith("not run")
+  dp_row = res["rows"]["dp_sgd"]     # DP-SGD on a GroupNorm DenseNet, accounted
+  assert dp_row["status"] == "run" and dp_row["noise_multiplier"] == 0.5
+  assert 0 < dp_row["epsilon"] < float("inf") and dp_row["delta"] > 0
   rw = res["post_hoc"]["none"]
   assert rw["w"] == 0.1 and rw["overhead_pct"] >= 0
   assert "gradcam" in res["analysis"]

@@ -46,6 +46,8 @@ def table(res: dict) -> list[str]:
     if e.get("status") != "run":
       lines.append(f"| {name} | {e['status']} ||||||| {_paper(row, 0)} | {_paper(row, 1)} |")
       continue
+    if "epsilon" in e:
+      name += f" (ε {e['epsilon']:.2f}, δ {e['delta']:.0e}, σ {e['noise_multiplier']:g})"
     lines.append(f"| {name} | {_f(e['train_acc'])} | {_f(e['test_acc'])} | "
                  f"{_f(e['seconds_per_model'], 1)} | {_f(e['auc'])} ± {_f(e['auc_std'])} | "
                  f"{_f(e['advantage'])} ± {_f(e['advantage_std'])} | {_lira(e)} | "
