@@ -10,26 +10,16 @@ The attack block is configs/default.py's: override it as there, e.g.
 `:quick` evaluates 2 targets without bootstrap or shadow-scaling curve.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _default():
-  """configs/default.py, loaded by path (configs/ is a folder of files, not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                    # bootstrap, Shokri's sampling, shadow-scaling subsets
   config.logits = ""                 # the .npz file to audit (required)
-  config.attack = _default().get_config().attack
+  config.attack = config_lib.sibling(__file__, "default").get_config().attack
   if arg == "quick":
     config.attack.num_targets = 2
     config.attack.bootstrap = 0

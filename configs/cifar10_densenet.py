@@ -10,21 +10,11 @@ epoch of one model takes hours. `:smoke` shrinks it to seconds (depth 10, growth
 dozen images, 1 epoch) for tests on tfds mock data.
 """
 
-import importlib.util
-import os
-
-
-def _default():
-  """configs/default.py, loaded by path (configs/ is a folder of files, not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = ""):
-  config = _default().get_config()
+  config = config_lib.sibling(__file__, "default").get_config()
   config.data.name = "tfds:cifar10"
   config.data.pool_size = 50_000     # the train split: members
   config.data.val_size = 0           # the study has none; the early-stopping row needs one

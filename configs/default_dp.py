@@ -8,20 +8,11 @@ delta = 1 / n, PLD accounting. 100 mislabelled canaries give the one-run empiric
 on epsilon, reported beside the accountant's epsilon in results.json (`privacy`).
 """
 
-import importlib.util
-import os
-
-
-def _default():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = ""):
-  config = _default().get_config(arg)
+  config = config_lib.sibling(__file__, "default").get_config(arg)
   config.dp.enabled = True
   config.dp.target_epsilon = 8.0
   config.train.optimizer = "sgd"

@@ -11,21 +11,11 @@ mia_jax/inference.py for what it costs the scores).
 `:quick` shrinks it to a smoke run (8 models, a 512-example pool, 1 epoch).
 """
 
-import importlib.util
-import os
-
-
-def _default():
-  """configs/default.py, loaded by path (configs/ is a folder of files, not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = ""):
-  config = _default().get_config()
+  config = config_lib.sibling(__file__, "default").get_config()
   config.data.name = "fashion_mnist"
   config.data.dir = ""               # '' = /usr/share/datasets/fashion-mnist
   config.data.pool_size = 4_000

@@ -10,22 +10,13 @@ empirical lower bound on epsilon at 95% confidence (results.json `privacy.audit`
 accountant's epsilon: a correct DP-SGD never lets the bound pass it.
 """
 
-import importlib.util
-import os
-
-
-def _default():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = ""):
   if arg not in ("", "nodp", "quick"):
     raise ValueError(f"unknown config argument {arg!r}; use '', 'nodp' or 'quick'")
-  config = _default().get_config()
+  config = config_lib.sibling(__file__, "default").get_config()
   config.data.name = "fashion_mnist"
   config.data.pool_size = 10_000
   config.data.val_size = 1_000

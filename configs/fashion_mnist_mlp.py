@@ -7,21 +7,11 @@ r"""The audit on Fashion-MNIST (70k 28x28 images) read from the Debian package's
 `:quick` shrinks it (4 models, a 2,000-example pool, 2 epochs).
 """
 
-import importlib.util
-import os
-
-
-def _default():
-  """configs/default.py, loaded by path (configs/ is a folder of files, not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-  spec = importlib.util.spec_from_file_location("mia_jax_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = ""):
-  config = _default().get_config()
+  config = config_lib.sibling(__file__, "default").get_config()
   config.data.name = "fashion_mnist"
   config.data.dir = ""               # '' = /usr/share/datasets/fashion-mnist
   config.data.pool_size = 20_000

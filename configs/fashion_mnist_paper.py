@@ -12,20 +12,11 @@ halves of the same 10,000 images) gives TPR at 0.1% FPR for the rows in `paper.l
 `:quick` shrinks it to a smoke run (a 600-image pool, 2 epochs, 4 LiRA models).
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"mia_jax_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = ""):
-  config = _load("default").get_config()
+  config = config_lib.sibling(__file__, "default").get_config()
   config.data.name = "fashion_mnist"
   config.data.dir = ""
   config.data.pool_size = 8_000     # members
@@ -45,7 +36,7 @@ def get_config(arg: str = ""):
   config.train.strategy = "vmap"
   config.attack.names = ("loss",)
   config.attack.bootstrap = 0
-  config.paper = _load("cifar10_densenet")._paper_block(config)
+  config.paper = config_lib.sibling(__file__, "cifar10_densenet")._paper_block(config)
   config.paper.dp_noise_multiplier = 1.0   # the study's Purchase100 setting (epsilon 2.38 there)
   config.paper.label_smoothing = 0.1
   config.paper.early_stopping_patience = 3

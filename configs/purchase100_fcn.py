@@ -9,20 +9,11 @@ The data file is the user's (label then 600 binary features per line). `:quick` 
 epochs on a 4,000-record subset.
 """
 
-import importlib.util
-import os
-
-
-def _load(name):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"mia_jax_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from mia_jax import config_lib
 
 
 def get_config(arg: str = ""):
-  config = _load("default").get_config()
+  config = config_lib.sibling(__file__, "default").get_config()
   config.data.name = "purchase100"
   config.data.file = ""
   config.data.num_classes = 100
@@ -41,7 +32,7 @@ def get_config(arg: str = ""):
   config.train.schedule = "constant"
   config.attack.names = ("loss",)
   config.attack.bootstrap = 0
-  config.paper = _load("cifar10_densenet")._paper_block(config)
+  config.paper = config_lib.sibling(__file__, "cifar10_densenet")._paper_block(config)
   config.paper.label_smoothing = 0.03
   config.paper.dp_noise_multiplier = 1.0   # epsilon 2.38 in the study
   config.paper.gradcam = False
