@@ -30,30 +30,30 @@ def _by_class(labels, reference):
       yield idx, ref
 
 
-def centroid_distance(features: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None
-                      ) -> np.ndarray:
-  """features [N, D], labels [N], reference bool [N] (None: all) -> score [N]."""
+def _per_class(features, labels, reference, distance) -> np.ndarray:
+  """distance(x_class [n, D], centroid [D]) -> [n] per class, divided by the median over that
+  class's reference examples; NaN for classes with fewer than 2 reference examples."""
   x = np.asarray(features, np.float64)
   reference = np.ones(len(x), bool) if reference is None else np.asarray(reference, bool)
   out = np.full(len(x), np.nan)
   for idx, ref in _by_class(labels, reference):
-    d = np.linalg.norm(x[idx] - x[ref].mean(0), axis=1)
+    d = distance(x[idx], x[ref].mean(0))
     out[idx] = d / (np.median(d[np.isin(idx, ref)]) + 1e-12)
   return out
+
+
+def centroid_distance(features: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None
+                      ) -> np.ndarray:
+  """features [N, D], labels [N], reference bool [N] (None: all) -> score [N]."""
+  return _per_class(features, labels, reference,
+                    lambda x, mu: np.linalg.norm(x - mu, axis=1))
 
 
 def centroid_angle(features: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None
                    ) -> np.ndarray:
   """features [N, D], labels [N], reference bool [N] (None: all) -> score [N]."""
-  x = np.asarray(features, np.float64)
-  reference = np.ones(len(x), bool) if reference is None else np.asarray(reference, bool)
-  out = np.full(len(x), np.nan)
-  for idx, ref in _by_class(labels, reference):
-    mu = x[ref].mean(0)
-    cos = x[idx] @ mu / (np.linalg.norm(x[idx], axis=1) * np.linalg.norm(mu) + 1e-12)
-    d = 1.0 - cos
-    out[idx] = d / (np.median(d[np.isin(idx, ref)]) + 1e-12)
-  return out
+  return _per_class(features, labels, reference, lambda x, mu: 1.0 - x @ mu / (
+      np.linalg.norm(x, axis=1) * np.linalg.norm(mu) + 1e-12))
 
 
 def _neighbour_distances(x, idx, ref, k):

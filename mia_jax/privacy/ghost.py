@@ -48,6 +48,23 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 CONV_NORMS = ("auto", "patches", "ghost", "vmap")
 
 
+def _sequence_sq_norms(a3, d3, bias: bool, gram: bool):
+  """Per-example squared gradient norms [B] of a layer applied at T positions: inputs a3
+  [B, T, I], output gradients d3 [B, T, O]. gram: from the T x T Gram matrices (ghost norm,
+  cheaper when T^2 <= I O); else from the per-example gradient g [B, I, O], also returned."""
+  if gram:
+    ga = jnp.einsum("bti,bsi->bts", a3, a3, precision=_HIGHEST)
+    gd = jnp.einsum("bto,bso->bts", d3, d3, precision=_HIGHEST)
+    sq, g = jnp.sum(ga * gd, axis=(1, 2)), None
+  else:
+    g = jnp.einsum("bti,bto->bio", a3, d3, precision=_HIGHEST)
+    sq = jnp.sum(g * g, axis=(1, 2))
+  if bias:
+    db = jnp.sum(d3, axis=1)
+    sq = sq + jnp.sum(db * db, axis=1)
+  return sq, g
+
+
 def _subtree(params: Mapping[str, Any], path: tuple[str, ...]):
   node = params
   for name in path:
@@ -158,16 +175,7 @@ def _dense_norms(site, a, d, own):
     return (sq + d2 if "bias" in own else sq), None
   a3, d3 = _flat3(a, b), _flat3(d, b)
   t, din, dout = a3.shape[1], a3.shape[2], d3.shape[2]
-  if t * t <= din * dout:
-    ga = jnp.einsum("bti,bsi->bts", a3, a3, precision=_HIGHEST)
-    gd = jnp.einsum("bto,bso->bts", d3, d3, precision=_HIGHEST)
-    sq = jnp.sum(ga * gd, axis=(1, 2))
-  else:
-    g = jnp.einsum("bti,bto->bio", a3, d3, precision=_HIGHEST)
-    sq = jnp.sum(g * g, axis=(1, 2))
-  if "bias" in own:
-    db = jnp.sum(d3, axis=1)
-    sq = sq + jnp.sum(db * db, axis=1)
+  sq, _ = _sequence_sq_norms(a3, d3, "bias" in own, gram=t * t <= din * dout)
   return sq, None
 
 
@@ -208,16 +216,7 @@ def _conv_norms(site, a, d, own):
   b = a.shape[0]
   p, _ = _conv_patches(site.module, a)
   d3 = _flat3(d, b)
-  if _conv_mode(site, p, d3) == "ghost":
-    gp = jnp.einsum("btk,bsk->bts", p, p, precision=_HIGHEST)
-    gd = jnp.einsum("bto,bso->bts", d3, d3, precision=_HIGHEST)
-    sq, g = jnp.sum(gp * gd, axis=(1, 2)), None
-  else:
-    g = jnp.einsum("btk,bto->bko", p, d3, precision=_HIGHEST)
-    sq = jnp.sum(g * g, axis=(1, 2))
-  if "bias" in own:
-    db = jnp.sum(d3, axis=1)
-    sq = sq + jnp.sum(db * db, axis=1)
+  sq, g = _sequence_sq_norms(p, d3, "bias" in own, gram=_conv_mode(site, p, d3) == "ghost")
   return sq, (p, g)
 
 
