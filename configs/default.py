@@ -64,6 +64,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.augment = ml_collections.ConfigDict()
   config.train.augment.crop_padding = 0
   config.train.augment.flip = False
+  config.train.curriculum = ml_collections.ConfigDict()
+  config.train.curriculum.enabled = False       # easy examples first (mia_jax.training.curriculum)
+  config.train.curriculum.difficulty = "loss"   # loss | confidence, of the reference model
+  config.train.curriculum.pacing = "root"       # linear | root | step
+  config.train.curriculum.start = 0.2           # fraction of the easiest examples open at epoch 0
+  config.train.curriculum.num_steps = 4         # step pacing: levels after the first
+  config.train.curriculum.ramp_epochs = 0       # epochs until every example is open; 0: all
+  config.train.curriculum.reference_epochs = 10  # reference model: trained on the val split,
+                                                 # held out from every model
   config.train.strategy = "auto"    # how the model axis is mapped: vmap | loop | shared |
                                     # sharded | auto
   config.train.conv = "auto"        # convolutions: auto | lax | im2col | matmul_grad

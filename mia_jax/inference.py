@@ -1,7 +1,8 @@
 """Eval-mode queries of every model: the logits store an audit attacks.
 
 `query_logits` returns logits [M, N, Q, C]: model m on example n under query q (q = 0 the
-example itself; q = 1 its horizontal mirror when queries='mirror'), class c. Models run in eval
+example itself; q = 1 its horizontal mirror when queries='mirror'; the views of the training
+augmentation when queries='augment'), class c. Models run in eval
 mode (no dropout, BatchNorm running statistics): querying in training mode is a known bug of
 public MIA code that changes every score.
 
@@ -26,14 +27,19 @@ from mia_jax.training import steps
 
 
 def query_logits(model: nn.Module, state: steps.ModelState, x: np.ndarray, queries: str = "mirror",
-                 batch_size: int = 1024, dtype=np.float32, out: str | np.ndarray | None = None
-                 ) -> np.ndarray:
+                 batch_size: int = 1024, dtype=np.float32, out: str | np.ndarray | None = None,
+                 augment_cfg=None) -> np.ndarray:
   """Logits [M, N, Q, C] of the M stacked models in `state` on x [N, ...].
+
+  queries: a kind of mia_jax.data.augment.queries; 'augment' takes the training augmentation
+  (crop_padding, flip) from `augment_cfg` (the config's train.augment block).
 
   out: None (a new array in memory), a path (a new .npy file, returned as a memmap opened
   read-only once complete) or an array [M, N, Q, C] to fill; written one model at a time.
   """
-  qx = augment.queries(jnp.asarray(x), queries)           # [Q, N, ...]
+  aug = augment_cfg if augment_cfg is not None else {}
+  qx = augment.queries(jnp.asarray(x), queries, int(aug.get("crop_padding", 0)),
+                       bool(aug.get("flip", False)))     # [Q, N, ...]
   predict = jax.jit(lambda variables, inputs: steps.predict(model, variables, inputs, batch_size))
   num_models = jax.tree.leaves(state.params)[0].shape[0]
   variables0 = steps.variables_of(jax.tree.map(lambda a: a[0], state.params),

@@ -31,7 +31,7 @@ from mia_jax.data import augment, canaries as canaries_lib, membership
 from mia_jax.errors import ConfigError, DataError
 from mia_jax.privacy import auditing
 from mia_jax.training import dp as dp_lib
-from mia_jax.training import ensemble, optim
+from mia_jax.training import curriculum, ensemble, optim
 
 # Config blocks that decide the trained models; a workdir's checkpoints belong to these values.
 TRAINING_BLOCKS = ("seed", "data", "model", "membership", "train", "dp")
@@ -84,6 +84,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data.queries not in augment.QUERY_KINDS:
     raise ConfigError(f"unknown data.queries {config.data.queries!r}; choose one of "
                       f"{list(augment.QUERY_KINDS)}")
+  if config.train.get("curriculum") is not None and config.train.curriculum.enabled:
+    curriculum.validate(config.train.curriculum)
+    if int(config.data.val_size) <= 0:
+      raise ConfigError("train.curriculum scores difficulty with a reference model trained on "
+                        "the validation split; set --config.data.val_size > 0 (e.g. 500)")
+    if config.dp.enabled:
+      raise ConfigError("train.curriculum with DP-SGD is not supported (Poisson sampling over a "
+                        "growing subset needs its own accounting); disable one of them")
   if config.inference.dtype not in ("float32", "float16"):
     raise ConfigError(f"inference.dtype={config.inference.dtype!r}; choose float32 or float16")
   if config.train.optimizer not in optim.OPTIMIZERS:
@@ -176,16 +184,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
   t_data = time.perf_counter()
 
   val = (ds.val_x, ds.val_y) if len(ds.val_y) else None
+  difficulty = None
+  if config.train.get("curriculum") is not None and config.train.curriculum.enabled:
+    difficulty = curriculum.reference_difficulty(
+        model, config.train, ds.val_x, ds.val_y, ds.pool_x, ds.pool_y, seed=int(config.seed),
+        batch_size=int(config.inference.batch_size), log=log)
   result = ensemble.train_ensemble(
       model, config.train, ds.pool_x, ds.pool_y, keep, seed=int(config.seed), val=val,
-      checkpoint_dir=os.path.join(workdir, "checkpoints"), log=log, dp_plan=dp_plan)
+      checkpoint_dir=os.path.join(workdir, "checkpoints"), log=log, dp_plan=dp_plan,
+      difficulty=difficulty)
   t_train = time.perf_counter()
 
   dtype = np.float16 if config.inference.dtype == "float16" else np.float32
   bs = int(config.inference.batch_size)
-  logits = inference.query_logits(model, result.state, ds.pool_x, config.data.queries, bs, dtype)
+  logits = inference.query_logits(model, result.state, ds.pool_x, config.data.queries, bs, dtype,
+                                  augment_cfg=config.train.augment)
   test_logits = inference.query_logits(model, result.state, ds.test_x, config.data.queries, bs,
-                                       dtype)
+                                       dtype, augment_cfg=config.train.augment)
   report.save_npz_atomic(os.path.join(workdir, "logits.npz"), logits=logits, labels=ds.pool_y,
                          keep=keep, population_logits=test_logits, population_labels=ds.test_y)
   t_infer = time.perf_counter()

@@ -1,5 +1,6 @@
 """Curriculum learning: difficulty scores, pacing schedules and easy-first epoch batches."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -68,3 +69,93 @@ def test_curriculum_batches_per_model_independent_and_checked():
     curriculum.curriculum_epoch_batches(keep, diff, [0.5, 1.0], 8, 0, epoch=2)
   with pytest.raises(ConfigError):
     curriculum.curriculum_epoch_batches(keep, diff[:10], 0.5, 8, 0, 0)
+
+
+def _curriculum_cfg(**kw):
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  cfg = tiny_config().train
+  cfg.update(epochs=1, batch_size=8, strategy="loop", optimizer="adam", schedule="constant")
+  cfg.curriculum.update({"enabled": True, "pacing": "step", "start": 0.5, "num_steps": 1,
+                         "ramp_epochs": 2, **kw})
+  return cfg
+
+
+def _toy(n=48, seed=0):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 3, n).astype(np.int32)
+  return rng.normal(size=(n, 5)).astype(np.float32) + y[:, None], y, rng.normal(size=n)
+
+
+def test_curriculum_training_opens_only_the_easiest_examples_first():
+  """Epoch 0 of a 2-epoch ramp from 0.5 trains each model on exactly the easiest half of its
+  own examples: the same models as plain training on that half (masked steps are no-ops)."""
+  from mia_jax.models import mlp  # pylint: disable=import-outside-toplevel
+  x, y, diff = _toy()
+  keep = membership.keep_matrix(1, 2, len(y))
+  model = mlp.MLP(hidden=(8,), num_classes=3)
+  cfg = _curriculum_cfg()
+  cur = ensemble.train_ensemble(model, cfg, x, y, keep, seed=2, log=lambda s: None,
+                                difficulty=diff)
+  plain_cfg = _curriculum_cfg()
+  plain_cfg.curriculum.enabled = False
+  easy = curriculum.open_keep(keep, diff, 0.5)
+  plain = ensemble.train_ensemble(model, plain_cfg, x, y, easy, seed=2, log=lambda s: None)
+  for a, b in zip(jax.tree.leaves(cur.state.params), jax.tree.leaves(plain.state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  # and differs from training on all kept examples
+  plain_cfg_all = _curriculum_cfg()
+  plain_cfg_all.curriculum.enabled = False
+  full = ensemble.train_ensemble(model, plain_cfg_all, x, y, keep, seed=2, log=lambda s: None)
+  assert not np.allclose(jax.tree.leaves(full.state.params)[0],
+                         jax.tree.leaves(cur.state.params)[0])
+
+
+def test_schedule_for_ramps_then_opens_everything():
+  cfg = _curriculum_cfg(pacing="linear", start=0.25, ramp_epochs=4).curriculum
+  np.testing.assert_allclose(curriculum.schedule_for(cfg, 6), [0.25, 0.5, 0.75, 1, 1, 1])
+  np.testing.assert_allclose(curriculum.schedule_for(cfg, 2), [0.25, 0.5])
+  cfg.ramp_epochs = 0
+  np.testing.assert_allclose(curriculum.schedule_for(cfg, 3), [0.25, 0.625, 1.0])
+
+
+def test_curriculum_training_needs_difficulty_and_refuses_dp():
+  from mia_jax.models import mlp  # pylint: disable=import-outside-toplevel
+  from mia_jax.training import dp as dp_lib  # pylint: disable=import-outside-toplevel
+  x, y, diff = _toy()
+  keep = membership.keep_matrix(1, 2, len(y))
+  model = mlp.MLP(hidden=(8,), num_classes=3)
+  with pytest.raises(ConfigError, match="difficulty"):
+    ensemble.train_ensemble(model, _curriculum_cfg(), x, y, keep, seed=0, log=lambda s: None)
+  with pytest.raises(ConfigError, match="difficulty"):
+    ensemble.train_ensemble(model, _curriculum_cfg(), x, y, keep, seed=0, log=lambda s: None,
+                            difficulty=diff[:5])
+  with pytest.raises(ConfigError, match="pacing"):
+    ensemble.train_ensemble(model, _curriculum_cfg(pacing="cubic"), x, y, keep, seed=0,
+                            log=lambda s: None, difficulty=diff)
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  dpc = tiny_config().dp
+  dpc.enabled = True
+  plan = dp_lib.plan(dpc, keep, 8, 1)
+  with pytest.raises(ConfigError, match="DP-SGD"):
+    ensemble.train_ensemble(model, _curriculum_cfg(), x, y, keep, seed=0, log=lambda s: None,
+                            difficulty=diff, dp_plan=plan)
+
+
+def test_reference_difficulty_ranks_by_a_model_trained_on_held_out_data():
+  """The reference model learns the held-out data's rule: examples whose label contradicts the
+  rule (mislabelled) come out harder than the rest."""
+  from mia_jax.models import mlp  # pylint: disable=import-outside-toplevel
+  x, y, _ = _toy(n=400, seed=3)
+  cfg = _curriculum_cfg(reference_epochs=15)
+  cfg.learning_rate = 1e-2
+  y_noisy = y.copy()
+  flipped = np.arange(200, 400, 10)
+  y_noisy[flipped] = (y[flipped] + 1) % 3
+  d = curriculum.reference_difficulty(mlp.MLP(hidden=(8,), num_classes=3), cfg, x[:200],
+                                      y[:200], x[200:], y_noisy[200:], seed=0)
+  assert d.shape == (200,)
+  wrong = np.isin(np.arange(200, 400), flipped)
+  assert d[wrong].mean() > d[~wrong].mean() + 1.0
+  with pytest.raises(ConfigError, match="val_size"):
+    curriculum.reference_difficulty(mlp.MLP(hidden=(8,), num_classes=3), cfg, x[:0], y[:0],
+                                    x, y, seed=0)

@@ -120,6 +120,11 @@ BAD_INPUTS = {
                           "not found"),
     "missing IDX folder": (["--config.data.name=fashion_mnist", "--config.data.dir=/no/such"],
                            "not found"),
+    "curriculum without a validation split": (
+        ["--config.train.curriculum.enabled=True", "--config.data.val_size=0"], "val_size"),
+    "unknown curriculum pacing": (
+        ["--config.train.curriculum.enabled=True", "--config.train.curriculum.pacing=cubic",
+         "--config.data.val_size=50"], "pacing"),
     "truncated IDX file": (["--config.data.name=fashion_mnist", "--config.data.dir={idx}"],
                            "truncated"),
 }

@@ -128,6 +128,32 @@ def test_augment_shapes_and_flip():
   assert augment.queries(x.reshape(2, -1), "mirror").shape[0] == 1   # tabular: Q = 1
 
 
+def test_augment_queries_are_the_training_views():
+  """'augment' queries: shifts by 0 and +-p along each axis of the reflect-padded image (the
+  windows random_crop can draw), each followed by its mirror when training flips."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 5, 6, 2)).astype(np.float32)
+  q = np.asarray(augment.queries(jnp.asarray(x), "augment", crop_padding=2, flip=True))
+  assert q.shape == (10, 3, 5, 6, 2)
+  padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+  views = []
+  for dy, dx in [(0, 0), (-2, 0), (2, 0), (0, -2), (0, 2)]:
+    v = padded[:, 2 + dy:7 + dy, 2 + dx:8 + dx]
+    views += [v, v[:, :, ::-1]]
+  np.testing.assert_array_equal(q, np.stack(views))
+  np.testing.assert_array_equal(q[0], x)                    # query 0: the example itself
+  # every view is a window random_crop draws: crops of the same image cover the 5 shifts
+  crops = np.asarray(jax.vmap(lambda k: augment.random_crop(k, jnp.asarray(x[:1]), 2)[0])(
+      jax.random.split(jax.random.key(0), 400)))
+  for v in views[::2]:
+    assert any(np.array_equal(c, v[0]) for c in crops)
+  assert augment.queries(jnp.asarray(x), "augment", 0, False).shape[0] == 1
+  assert augment.queries(jnp.asarray(x), "augment", 0, True).shape[0] == 2
+  assert augment.queries(jnp.asarray(x).reshape(3, -1), "augment", 2, True).shape[0] == 1
+  with pytest.raises(ValueError, match="query kind"):
+    augment.queries(jnp.asarray(x), "rotations")
+
+
 def _train(tmp_path, strategy, epochs=3, ckpt=True, **kw):
   x, y = toy_data(n=40, shape=(5, 5, 1))
   keep = membership.keep_matrix(0, 3, 40)

@@ -1,9 +1,17 @@
 """Curriculum learning: easy examples first (Bengio et al. 2009; pacing as in Hacohen &
-Weinshall 2019 and Platanios et al. 2019). Pure host-side functions.
+Weinshall 2019 and Platanios et al. 2019).
 
   difficulty                per-example difficulty [N] from a reference model's logits [N, C]
+  reference_difficulty      that, with the reference model trained here on held-out data
   pacing_schedule           the fraction of the easiest examples open at each epoch [E]
+  schedule_for              the schedule of a config's train.curriculum block
   curriculum_epoch_batches  one epoch's batches, with the contract of ensemble.epoch_batches
+
+As a training option: train.curriculum.enabled, and train_ensemble(..., difficulty=d) draws
+every epoch's batches with curriculum_epoch_batches. The pipeline (and experiments/
+paper_table.py) score difficulty with a reference model trained on the validation split, which
+is held out from every model: the ordering then carries no membership of its own, and an
+attacker who knows the defense (shadow models trained with it) can rebuild the same ordering.
 
 Each model draws only from its own kept examples, and of those only the easiest
 ceil(fraction * its count) (ties broken by pool index), so every model follows the same
@@ -12,6 +20,10 @@ epoch, so a jitted epoch compiles once; steps past a model's real batches are pa
 which leaves a non-DP model's state untouched).
 """
 
+from typing import Callable
+
+import flax.linen as nn
+import ml_collections
 import numpy as np
 
 from mia_jax.errors import ConfigError
@@ -63,6 +75,52 @@ def pacing_schedule(kind: str, epochs: int, start: float = 0.2, num_steps: int =
   else:
     raise ConfigError(f"unknown pacing {kind!r}; choose one of {list(PACINGS)}")
   return np.clip(frac, start, 1.0)
+
+
+def schedule_for(cfg: ml_collections.ConfigDict, epochs: int) -> np.ndarray:
+  """The open fraction [epochs] of a train.curriculum block: cfg.pacing from cfg.start over
+  cfg.ramp_epochs epochs (0: train.epochs), then every example; cut to `epochs`."""
+  ramp = int(cfg.get("ramp_epochs", 0))
+  ramp = epochs if ramp <= 0 else ramp
+  frac = pacing_schedule(str(cfg.pacing), ramp, float(cfg.start), int(cfg.get("num_steps", 4)))
+  return np.concatenate([frac, np.ones(max(0, epochs - ramp))])[:epochs]
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """ConfigError unless a train.curriculum block is well formed."""
+  if cfg.difficulty not in DIFFICULTIES:
+    raise ConfigError(f"unknown train.curriculum.difficulty {cfg.difficulty!r}; choose one of "
+                      f"{list(DIFFICULTIES)}")
+  if cfg.pacing not in PACINGS:
+    raise ConfigError(f"unknown train.curriculum.pacing {cfg.pacing!r}; choose one of "
+                      f"{list(PACINGS)}")
+  if not 0.0 < float(cfg.start) <= 1.0:
+    raise ConfigError(f"train.curriculum.start={cfg.start} must lie in (0, 1]; e.g. 0.2")
+  if int(cfg.get("reference_epochs", 1)) < 1:
+    raise ConfigError("train.curriculum.reference_epochs must be >= 1")
+
+
+def reference_difficulty(model: nn.Module, train_cfg: ml_collections.ConfigDict,
+                         ref_x: np.ndarray, ref_y: np.ndarray, x: np.ndarray, y: np.ndarray, *,
+                         seed: int, batch_size: int = 1024,
+                         log: Callable[[str], None] = lambda s: None) -> np.ndarray:
+  """Difficulty [N] of (x, y) by train_cfg.curriculum.difficulty of ONE reference model of the
+  same architecture trained for curriculum.reference_epochs epochs on (ref_x, ref_y), data that
+  no audited model trains on (e.g. the validation split); queried in eval mode."""
+  from mia_jax import inference  # pylint: disable=import-outside-toplevel
+  cur = train_cfg.curriculum
+  if len(ref_y) == 0:
+    raise ConfigError("curriculum learning scores difficulty with a reference model trained on "
+                      "the validation split; set --config.data.val_size > 0")
+  cfg = ml_collections.ConfigDict(train_cfg.to_dict())
+  cfg.curriculum.enabled = False
+  cfg.early_stopping_patience = 0
+  cfg.epochs = int(cur.reference_epochs)
+  cfg.chunk_size = 0
+  res = ensemble.train_ensemble(model, cfg, ref_x, ref_y, np.ones((1, len(ref_y)), bool),
+                                seed=seed + 7919, log=lambda s: log(f"curriculum reference  {s}"))
+  logits = inference.query_logits(model, res.state, x, "none", batch_size)[0, :, 0]
+  return difficulty(logits, y, str(cur.difficulty))
 
 
 def open_keep(keep: np.ndarray, difficulty_: np.ndarray, fraction: float) -> np.ndarray:

@@ -111,7 +111,8 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
                    val: tuple[np.ndarray, np.ndarray] | None = None,
                    checkpoint_dir: str | None = None,
                    log: Callable[[str], None] = print,
-                   dp_plan: "dp_lib.DPPlan | None" = None) -> TrainResult:
+                   dp_plan: "dp_lib.DPPlan | None" = None,
+                   difficulty: np.ndarray | None = None) -> TrainResult:
   """Trains M = keep.shape[0] models; model m sees only pool examples i with keep[m, i].
 
   Args:
@@ -127,8 +128,23 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
     dp_plan: train every model with DP-SGD (mia_jax.training.dp.plan): Poisson batches (or
       shuffled ones) of the plan's expected size, per-example clipping and Gaussian noise in the
       step; the epsilon spent is logged each epoch and kept in the history.
+    difficulty: float [N], higher = harder; required when cfg.curriculum.enabled, which then
+      opens each model's examples easiest first by the pacing of cfg.curriculum
+      (mia_jax.training.curriculum; e.g. curriculum.reference_difficulty).
   """
   num_models = keep.shape[0]
+  pacing = None
+  if cfg.get("curriculum") is not None and bool(cfg.curriculum.enabled):
+    from mia_jax.training import curriculum  # pylint: disable=import-outside-toplevel
+    curriculum.validate(cfg.curriculum)
+    if dp_plan is not None:
+      raise ConfigError("curriculum learning with DP-SGD is not supported: Poisson sampling "
+                        "over a growing subset needs its own accounting; disable one of them")
+    if difficulty is None or np.shape(difficulty) != (keep.shape[1],):
+      raise ConfigError(f"train.curriculum.enabled needs difficulty [N]=[{keep.shape[1]}] per "
+                        "pool example; compute it with curriculum.reference_difficulty")
+    pacing = (curriculum.schedule_for(cfg.curriculum, int(cfg.epochs)),
+              np.asarray(difficulty, np.float64))
   # DP-SGD's fast clipping intercepts nn.Conv itself (per-example norms from patches), so the
   # im2col rewrite of convolutions, another interceptor, is not stacked on top of it.
   conv = "lax" if dp_plan is not None else cfg.get("conv", "auto")
@@ -153,7 +169,8 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
       cdir = os.path.join(checkpoint_dir, f"chunk_{c:04d}")
     chunks.append(_train_chunk(model, cfg, strategy, pool_x, pool_y, keep, ids, spe, seed=seed,
                                val=val, checkpoint_dir=cdir,
-                               log=lambda s, p=prefix: log(p + s), dp_plan=dp_plan))
+                               log=lambda s, p=prefix: log(p + s), dp_plan=dp_plan,
+                               pacing=pacing))
   state = jax.tree.map(lambda *a: np.concatenate(a), *[c.state for c in chunks])
   return TrainResult(state=state, history=_merge_histories([c.history for c in chunks]),
                      epochs_run=max(c.epochs_run for c in chunks),
@@ -180,7 +197,7 @@ def _merge_histories(histories: list[list[dict]]) -> list[dict]:
 
 
 def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep, ids, spe, *,
-                 seed, val, checkpoint_dir, log, dp_plan=None) -> _Chunk:
+                 seed, val, checkpoint_dir, log, dp_plan=None, pacing=None) -> _Chunk:
   """Trains the models `ids` (global ids) of the ensemble; returns host arrays."""
   num_real = len(ids)
   # Sharded: pad to a multiple of the devices with copies of the last model, never active.
@@ -238,6 +255,10 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     t0 = time.perf_counter()
     if dp_plan is not None and dp_plan.sampling == "poisson":
       idx, mask = dp_lib.poisson_epoch_batches(keep_c, dp_plan, seed, epoch, model_ids=ids_p)
+    elif pacing is not None:
+      from mia_jax.training import curriculum  # pylint: disable=import-outside-toplevel
+      idx, mask = curriculum.curriculum_epoch_batches(keep_c, pacing[1], pacing[0], batch_size,
+                                                      seed, epoch, model_ids=ids_p)
     else:
       idx, mask = epoch_batches(keep_c, batch_size, seed, epoch, model_ids=ids_p)
     active = strategy.put(np.asarray(es["active"], np.float32))
