@@ -74,6 +74,19 @@ def _paper_block(config):
   p.lira_num_models = 0            # 0: no LiRA measurement
   p.lira_rows = ("none",)
   p.lira_pool = 0                  # 0: the whole audited set (train + test)
+  p.defense_rows = ()              # beyond the study (experiments/paper_defenses.py):
+                                   # curriculum, augmentation, ensemble, ensemble_bagging,
+                                   # unlearning
+  p.augment_crop_padding = 4       # augmentation row: random crops (reflect padding) and flips
+  p.augment_flip = True
+  p.ensemble_k = 4                 # ensemble rows: sub-models per released model
+  p.unlearn_fraction = 0.05        # unlearning: members each target forgets
+  p.unlearn_lira_fraction = 0.1    # ... and each LiRA model
+  p.unlearn_finetune_epochs = 2
+  p.unlearn_ascent_steps = 20
+  p.unlearn_ascent_lr = 1e-2
+  p.sisa_shards = 4
+  p.sisa_slices = 1
   p.tsne_points = 2000
   p.tsne_iter = 1000
   p.gradcam = True

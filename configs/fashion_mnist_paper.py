@@ -42,7 +42,12 @@ def get_config(arg: str = ""):
   config.paper.early_stopping_patience = 3
   config.paper.hist_epochs = (1, 5, 15, 40)
   config.paper.lira_num_models = 16
-  config.paper.lira_rows = ("none", "l2_5e-4", "regdrop_0.25", "label_smoothing")
+  config.paper.lira_rows = ("none", "l2_5e-4", "regdrop_0.25", "label_smoothing", "curriculum",
+                            "augmentation", "ensemble", "unlearning")
+  config.paper.defense_rows = ("curriculum", "augmentation", "ensemble", "ensemble_bagging",
+                               "unlearning")
+  config.paper.augment_crop_padding = 2
+  config.train.curriculum.reference_epochs = 10
   config.paper.gradcam = False      # an MLP; Grad-CAM needs a conv model
   config.paper.notes = (
       "Fashion-MNIST and a 784-256-128-10 MLP stand in for CIFAR-10 / DenseNet-BC-100 and "
@@ -76,7 +81,7 @@ def get_config(arg: str = ""):
     config.train.epochs = 2
     config.paper.hist_epochs = (1, 2)
     config.paper.lira_num_models = 4
-    config.paper.lira_rows = ("none",)
+    config.paper.lira_rows = ("none", "curriculum", "augmentation", "ensemble", "unlearning")
     config.paper.tsne_points = 300
   elif arg:
     raise ValueError(f"unknown config argument {arg!r}; use '' or 'quick'")

@@ -13,7 +13,10 @@ on paper.lira_num_models models trained on random halves of the same audited set
 0.1% FPR. Logit reweighting is attacked by an attacker who knows it (shadow outputs reweighted
 the same way) and one who does not (raw shadows). The `none` row is trained epoch by epoch
 (resuming its checkpoint) to record member / non-member histograms at paper.hist_epochs, and
-its first model is analysed (mia_jax.analysis.study). Every training resumes from the workdir.
+its first model is analysed (mia_jax.analysis.study). The rows of paper.defense_rows
+(curriculum, augmentation, ensemble, ensemble_bagging, unlearning; experiments/paper_defenses.py)
+go beyond the study, each attacked by an adaptive and an unaware attacker. Every training
+resumes from the workdir.
 Writes OUT.md, OUT.json and OUT_figures/.
 """
 
@@ -30,12 +33,14 @@ import numpy as np
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mia_jax import attacks, data, defenses, inference, models  # pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mia_jax import attacks, data, defenses, inference, log_filter, models  # pylint: disable=wrong-import-position
 from mia_jax.analysis import embeddings, paper_report, plots, study, vulnerability  # pylint: disable=wrong-import-position
 from mia_jax.data import membership  # pylint: disable=wrong-import-position
 from mia_jax.defenses import logit_reweighting  # pylint: disable=wrong-import-position
 from mia_jax.training import dp as dp_lib  # pylint: disable=wrong-import-position
 from mia_jax.training import ensemble, steps  # pylint: disable=wrong-import-position
+import paper_defenses  # pylint: disable=wrong-import-position
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py with a `paper` block.")
@@ -83,10 +88,12 @@ def audited_set(ds):
           len(ds.pool_y))
 
 
-def train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=None) -> ensemble.TrainResult:
+def train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=None, difficulty=None
+          ) -> ensemble.TrainResult:
   """train_ensemble, resuming `ckpt`; result.history holds every epoch's seconds."""
   return ensemble.train_ensemble(model, tcfg, x, y, keep, seed=seed, val=val,
-                                 checkpoint_dir=ckpt, log=log, dp_plan=dp_plan)
+                                 checkpoint_dir=ckpt, log=log, dp_plan=dp_plan,
+                                 difficulty=difficulty)
 
 
 def threshold_attack(logits, y, keep) -> dict:
@@ -230,6 +237,7 @@ def run(config, workdir: str, out: str, log=print) -> dict:
       llogits = inference.query_logits(model, lresult.state, x, q, bs)
       entry["lira"] = lira(llogits, y, lira_keep)
       kept[row + "/lira"] = llogits
+      kept[row + "/lira_state"] = lresult.state
     res["rows"][row] = entry
     log(f"{row}: {json.dumps({k: v for k, v in entry.items() if k != 'lira'})}")
     kept[row] = (model, result.state, logits)
@@ -253,6 +261,20 @@ def run(config, workdir: str, out: str, log=print) -> dict:
       res["post_hoc"][base] = entry
       log(f"logit reweighting on {base}: {json.dumps(entry)}")
 
+  if p.get("defense_rows"):
+    if "none" not in kept:
+      res["defenses"] = {r: {"status": "not run (needs the none row)"} for r in p.defense_rows}
+    else:
+      has_lira = "none/lira" in kept
+      ctx = paper_defenses.Context(
+          config=config, ds=ds, x=x, y=y, keep=keep, lira_keep=lira_keep if has_lira else None,
+          val=val, workdir=workdir, log=log, train=train, lira=lira, lira_unaware=lira_unaware,
+          threshold_attack=threshold_attack, accuracies=accuracies,
+          none_state=kept["none"][1], none_logits=kept["none"][2],
+          none_lira_state=kept.get("none/lira_state"), none_lira_logits=kept.get("none/lira"))
+      res["defenses"] = paper_defenses.run_rows(
+          ctx, lambda row: models.build(config.model, ds.num_classes))
+
   if "none" in kept:
     model, state, logits = kept["none"]
     phi = attacks.signals.scaled_logit(logits[0], y[:, None]).mean(-1)
@@ -275,6 +297,7 @@ def run(config, workdir: str, out: str, log=print) -> dict:
 
 def main(argv):
   del argv
+  log_filter.install()
   workdir = _WORKDIR.value
   out = _OUT.value or os.path.join(workdir, "table")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

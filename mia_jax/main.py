@@ -10,7 +10,6 @@ latest checkpoint by default. A mistake in what was given (a name, a value, a da
 the run with one line on stderr saying what is wrong and how to mend it, and exit status 2.
 """
 
-import logging as std_logging
 import sys
 
 from absl import app
@@ -19,7 +18,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from mia_jax import pipeline
+from mia_jax import log_filter, pipeline
 from mia_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logits and the report.")
@@ -28,16 +27,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_libraries(record) -> bool:
-  """Drops the INFO chatter of orbax and tfds from the log; their warnings still show."""
-  return record.levelno >= std_logging.WARNING or not any(
-      lib in record.pathname for lib in ("orbax", "tensorflow_datasets", "matplotlib"))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_logger().addFilter(_quiet_libraries)
+  log_filter.install()
   logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
   try:
     config = _CONFIG.value

@@ -185,6 +185,123 @@ def findings(res: dict) -> list[str]:
   return out
 
 
+DEFENSE_NAMES = {"curriculum": "curriculum learning", "augmentation": "data augmentation",
+                 "ensemble": "ensemble (disjoint partitions)",
+                 "ensemble_bagging": "ensemble (bagging)", "unlearning": "machine unlearning"}
+UNLEARN_NAMES = {"none": "no unlearning (the `none` models)", "retrain": "retrain from scratch",
+                 "sisa": "SISA (exact)", "finetune": "fine-tune on retained",
+                 "gradient_ascent": "gradient ascent on forgotten"}
+
+
+def _pair(e, key):
+  l = e.get(key)
+  return f"{_f(l['tpr_at_0.1%'])} ({_f(l['auc'], 1)})" if l else "–"
+
+
+def defense_tables(res: dict) -> list[str]:
+  """The rows beyond the study (experiments/paper_defenses.py): adaptive and unaware attackers,
+  and the unlearning table."""
+  d = res.get("defenses") or {}
+  if not d:
+    return []
+  none = res["rows"].get("none", {})
+  lines = ["", "## Defenses the study names but does not evaluate", "",
+           "Loss-threshold AUC / advantage on the targets above; LiRA TPR@0.1%FPR (AUC) by an "
+           "adaptive attacker (shadow models trained with the same defense) and by an unaware "
+           "one (shadow models trained without it: the `none` row's), every LiRA model in turn "
+           "the target.", "",
+           "| defense | setting | train acc | test acc | runtime s/model | AUC | advantage | "
+           "LiRA adaptive | LiRA unaware |", "|---|---|---|---|---|---|---|---|---|"]
+  if none.get("status") == "run":
+    lines.append(f"| none (for reference) | – | {_f(none['train_acc'])} | {_f(none['test_acc'])} | "
+                 f"{_f(none['seconds_per_model'], 1)} | {_f(none['auc'])} ± "
+                 f"{_f(none['auc_std'])} | {_f(none['advantage'])} ± {_f(none['advantage_std'])}"
+                 f" | {_lira(none)} | {_lira(none)} |")
+  for row, e in d.items():
+    name = DEFENSE_NAMES.get(row, row)
+    if row == "unlearning":
+      continue
+    if e.get("status") != "run":
+      lines.append(f"| {name} | {e['status']} ||||||||")
+      continue
+    auc = f"{_f(e['auc'])} ± {_f(e['auc_std'])}"
+    adv = f"{_f(e['advantage'])} ± {_f(e['advantage_std'])}"
+    if "threshold_unaware" in e:
+      auc += f" (plain query: {_f(e['threshold_unaware']['auc'])})"
+      adv += f" ({_f(e['threshold_unaware']['advantage'])})"
+    lines.append(f"| {name} | {e.get('setting', '')} | {_f(e['train_acc'])} | "
+                 f"{_f(e['test_acc'])} | {_f(e['seconds_per_model'], 1)} | {auc} | {adv} | "
+                 f"{_pair(e, 'lira')} | {_pair(e, 'lira_unaware')} |")
+  u = d.get("unlearning")
+  if u and u.get("status") == "run":
+    lines += ["", f"### Machine unlearning ({u['setting']})", "",
+              f"Each target forgets {u['forgotten_per_target']} random members. Loss-threshold "
+              "AUC of the forgotten examples against never-seen ones (50 = they look like "
+              "non-members) and of the retained members for contrast; accuracy in percent; "
+              "seconds of unlearning per model and speed-up over retraining from scratch.", "",
+              "| method | AUC forgotten vs unseen | AUC retained vs unseen | acc forgotten | "
+              "acc retained | test acc | s/model | speed-up vs retrain |",
+              "|---|---|---|---|---|---|---|---|"]
+    for k, m in u["methods"].items():
+      sec = _f(m["seconds_per_model"], 1)
+      if k == "sisa":
+        sec += f" (fit {_f(m['fit_seconds'], 1)})"
+      lines.append(f"| {UNLEARN_NAMES.get(k, k)} | {_f(m['auc_forgotten'])} | "
+                   f"{_f(m['auc_retained'])} | {_f(m['acc_forgotten'])} | "
+                   f"{_f(m['acc_retained'])} | {_f(m['test_acc'])} | {sec} | "
+                   f"{_f(m['speedup_vs_retrain'], 1)}{'x' if m['speedup_vs_retrain'] else ''} |")
+    lf = u.get("lira_forgotten")
+    if lf:
+      lines += ["", f"LiRA on the forgotten examples ({u['lira_forgotten_per_target']} per LiRA "
+                "model) against never-seen ones, TPR@0.1%FPR (AUC), mean over every LiRA model "
+                "as target: the adaptive attacker's shadows forgot their own random members by "
+                "the same method (counted OUT), the unaware one's are the `none` row's models.",
+                "", "| method | LiRA adaptive | LiRA unaware |", "|---|---|---|"]
+      for k, m in lf.items():
+        lines.append(f"| {UNLEARN_NAMES.get(k, k)} | {_f(m['aware']['tpr_at_0.1%'])} "
+                     f"({_f(m['aware']['auc'], 1)}) | {_f(m['unaware']['tpr_at_0.1%'])} "
+                     f"({_f(m['unaware']['auc'], 1)}) |")
+  return lines
+
+
+def defense_findings(res: dict) -> list[str]:
+  """Claims about the extra defenses, each checked on this run."""
+  d, out = res.get("defenses") or {}, []
+  none = res["rows"].get("none", {})
+  if none.get("status") != "run":
+    return out
+  def say(claim, holds, detail):
+    out.append(f"- {claim}: **{'holds' if holds else 'does not hold'}** ({detail}).")
+  for row in ("curriculum", "augmentation", "ensemble", "ensemble_bagging"):
+    e = d.get(row, {})
+    if e.get("status") != "run":
+      continue
+    say(f"{DEFENSE_NAMES[row].capitalize()} lowers the loss-threshold AUC",
+        e["auc"] < none["auc"], f"AUC {_f(none['auc'])} -> {_f(e['auc'])}, test acc "
+        f"{_f(none['test_acc'])} -> {_f(e['test_acc'])}")
+    if "lira" in e and "lira_unaware" in e:
+      a, un = e["lira"], e["lira_unaware"]
+      say(f"{DEFENSE_NAMES[row].capitalize()}: the adaptive LiRA attacker does at least as "
+          "well as the unaware one", a["tpr_at_0.1%"] >= un["tpr_at_0.1%"],
+          f"TPR@0.1%FPR adaptive {_f(a['tpr_at_0.1%'])} vs unaware {_f(un['tpr_at_0.1%'])}; "
+          f"AUC {_f(a['auc'])} vs {_f(un['auc'])}")
+  u = d.get("unlearning", {})
+  if u.get("status") == "run":
+    m = u["methods"]
+    for k in ("retrain", "sisa"):
+      say(f"After exact unlearning ({UNLEARN_NAMES[k]}) the forgotten examples look like "
+          "non-members (loss-threshold AUC within 3 points of 50)",
+          abs(m[k]["auc_forgotten"] - 50) <= 3, f"AUC {_f(m[k]['auc_forgotten'])}; before "
+          f"unlearning {_f(m['none']['auc_forgotten'])}")
+    for k in ("finetune", "gradient_ascent"):
+      say(f"{UNLEARN_NAMES[k].capitalize()} hides the forgotten examples as well as retraining",
+          m[k]["auc_forgotten"] <= m["retrain"]["auc_forgotten"] + 1,
+          f"AUC {_f(m[k]['auc_forgotten'])} vs retraining {_f(m['retrain']['auc_forgotten'])}, "
+          f"test acc {_f(m[k]['test_acc'])} vs {_f(m['retrain']['test_acc'])}, "
+          f"{_f(m[k]['speedup_vs_retrain'], 1)}x faster")
+  return out
+
+
 def markdown(res: dict, fig_dir: str) -> str:
   ds = res["dataset"]
   lines = [f"# Defense table on {ds['name']} (Khalil et al. 2025 protocol)", "",
@@ -198,7 +315,11 @@ def markdown(res: dict, fig_dir: str) -> str:
   notes = res["config"].get("paper", {}).get("notes") or ()
   if notes:
     lines += ["", "## How this run differs from the study", ""] + [f"- {n}" for n in notes]
+  lines += defense_tables(res)
   lines += ["", "## The study's findings, checked here", ""] + findings(res)
+  extra = defense_findings(res)
+  if extra:
+    lines += ["", "## Beyond the study: the extra defenses, checked here", ""] + extra
   a = res.get("analysis")
   if a:
     lines += ["", "## Vulnerable members and outlier scores (the `none` row, target 0)", ""]
