@@ -23,7 +23,6 @@ models); every training resumes from its own checkpoint directory under the work
 
 import copy
 import os
-import shutil
 import time
 
 import jax
@@ -31,7 +30,7 @@ import numpy as np
 
 from mia_jax import attacks, inference, metrics
 from mia_jax.defenses import ensemble_defense, unlearning
-from mia_jax.training import curriculum, ensemble
+from mia_jax.training import curriculum
 
 ROWS = ("curriculum", "augmentation", "ensemble", "ensemble_bagging", "unlearning")
 NAMES = {"curriculum": "curriculum learning", "augmentation": "data augmentation",

@@ -26,6 +26,18 @@ def tiny_config():
   return c
 
 
+def paper_table():
+  """experiments/paper_table.py as a module (loaded once; it puts experiments/ on sys.path)."""
+  if "paper_table" not in sys.modules:
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    spec = importlib.util.spec_from_file_location(
+        "paper_table", os.path.join(ROOT, "experiments", "paper_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["paper_table"] = module
+    spec.loader.exec_module(module)
+  return sys.modules["paper_table"]
+
+
 @pytest.fixture
 def tiny():
   return tiny_config()

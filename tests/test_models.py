@@ -1,9 +1,7 @@
 """DenseNet-BC and ResNet-18 (CIFAR): parameter counts, shapes, norms, the registry; and a
 smoke run of the CIFAR-10 DenseNet paper config on tfds mock data."""
 
-import importlib.util
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +11,7 @@ import pytest
 from mia_jax import models
 from mia_jax.errors import ConfigError
 
-from conftest import ROOT, load_config
+from conftest import load_config, paper_table
 
 
 def _params(model, shape=(1, 32, 32, 3)):
@@ -55,16 +53,6 @@ def test_densenet_depth_and_compression_are_configurable():
     models.build(ml_collections.ConfigDict({"name": "densenet", "depth": 50}), 10)
 
 
-def _paper_table():
-  if "paper_table" not in sys.modules:
-    spec = importlib.util.spec_from_file_location(
-        "paper_table", os.path.join(ROOT, "experiments", "paper_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paper_table"] = module
-    spec.loader.exec_module(module)
-  return sys.modules["paper_table"]
-
-
 def test_cifar10_densenet_config_smoke_on_mock_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = load_config("cifar10_densenet", "smoke")
@@ -74,7 +62,7 @@ def test_cifar10_densenet_config_smoke_on_mock_data(tmp_path):
   config.paper.rows = ("none", "dp_sgd", "logit_reweighting")
   out = str(tmp_path / "table")
   with tfds.testing.mock_data(num_examples=20):
-    res = _paper_table().run(config, str(tmp_path / "work"), out, log=lambda s: None)
+    res = paper_table().run(config, str(tmp_path / "work"), out, log=lambda s: None)
   none = res["rows"]["none"]
   assert none["status"] == "run" and 0 <= none["auc"] <= 100
   dp_row = res["rows"]["dp_sgd"]     # DP-SGD on a GroupNorm DenseNet, accounted

@@ -1,23 +1,10 @@
 """experiments/paper_defenses.py: every extra defense row of the paper table, end to end on a
 tiny digits run, with its adaptive and unaware attackers."""
 
-import importlib.util
-import os
-import sys
 
 import numpy as np
 
-from conftest import ROOT, load_config
-
-
-def _paper_table():
-  if "paper_table" not in sys.modules:
-    spec = importlib.util.spec_from_file_location(
-        "paper_table", os.path.join(ROOT, "experiments", "paper_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paper_table"] = module
-    spec.loader.exec_module(module)
-  return sys.modules["paper_table"]
+from conftest import load_config, paper_table
 
 
 def test_defense_rows_end_to_end_on_digits(tmp_path):
@@ -39,7 +26,7 @@ def test_defense_rows_end_to_end_on_digits(tmp_path):
   config.paper.unlearn_finetune_epochs = 1
   config.paper.unlearn_ascent_steps = 3
   out = str(tmp_path / "table")
-  res = _paper_table().run(config, str(tmp_path / "work"), out, log=lambda s: None)
+  res = paper_table().run(config, str(tmp_path / "work"), out, log=lambda s: None)
   d = res["defenses"]
   assert set(d) == set(config.paper.defense_rows)
   for row in ("curriculum", "augmentation", "ensemble", "ensemble_bagging"):
