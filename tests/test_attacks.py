@@ -149,21 +149,32 @@ def test_loss_attack_matches_numpy():
   np.testing.assert_allclose(got, np.log(py[[0, 3]]).mean(-1), rtol=1e-12)
 
 
+def _balanced(data, t, group):
+  """Per example, the group's shadows (other models, in index order) that LiRA uses: in an
+  exact design (counts over examples differ by at most one, the smallest >= 1) the first
+  `smallest count` of them, as the reference code truncates; otherwise all."""
+  lists = [[m for m in range(data.num_models) if m != t and group[m, i]]
+           for i in range(data.num_examples)]
+  n = [len(x) for x in lists]
+  if max(n) - min(n) <= 1 and min(n) >= 1:
+    lists = [x[:min(n)] for x in lists]
+  return lists
+
+
 def _lira_reference(data, t, kind):
   """LiRA for target t, one example and query at a time, as the reference code."""
   phi = _phi64(data.logits, data.labels[None, :, None])
-  shadows = [m for m in range(data.num_models) if m != t]
-  res_in = [phi[m, i, q] - np.median([phi[k, i, q] for k in shadows if data.keep[k, i]])
-            for i in range(data.num_examples) for q in range(Q) for m in shadows if data.keep[m, i]]
-  res_out = [phi[m, i, q] - np.median([phi[k, i, q] for k in shadows if not data.keep[k, i]])
-             for i in range(data.num_examples) for q in range(Q) for m in shadows
-             if not data.keep[m, i]]
+  ins_of, outs_of = _balanced(data, t, data.keep), _balanced(data, t, ~data.keep)
+  res_in = [phi[m, i, q] - np.median([phi[k, i, q] for k in ins_of[i]])
+            for i in range(data.num_examples) for q in range(Q) for m in ins_of[i]]
+  res_out = [phi[m, i, q] - np.median([phi[k, i, q] for k in outs_of[i]])
+             for i in range(data.num_examples) for q in range(Q) for m in outs_of[i]]
   g_in, g_out = np.std(res_in), np.std(res_out)
   out = np.zeros(data.num_examples)
   for i in range(data.num_examples):
     for q in range(Q):
-      ins = np.array([phi[m, i, q] for m in shadows if data.keep[m, i]])
-      outs = np.array([phi[m, i, q] for m in shadows if not data.keep[m, i]])
+      ins = np.array([phi[m, i, q] for m in ins_of[i]])
+      outs = np.array([phi[m, i, q] for m in outs_of[i]])
       x = phi[t, i, q]
       mi, mo, si, so = np.median(ins), np.median(outs), np.std(ins), np.std(outs)
       if kind == "lira_online":
@@ -189,6 +200,38 @@ def test_lira_matches_reference(kind):
   for row, t in enumerate(targets):
     np.testing.assert_allclose(got[row], _lira_reference(data, t, kind), rtol=1e-9,
                                atol=1e-9, err_msg=f"target {t}")
+
+
+def test_lira_matches_reference_on_independent_draws():
+  """Keep rows drawn independently (counts vary by more than one): every shadow is used."""
+  data = _data(seed=11, m=12)
+  rng = np.random.default_rng(11)
+  keep = np.zeros((12, N), bool)
+  for i in range(N):       # 4 to 8 IN of 12: every group keeps >= 3 shadows, counts vary
+    keep[rng.permutation(12)[:rng.integers(4, 9)], i] = True
+  data = attacks.AttackData(logits=data.logits, labels=data.labels, keep=keep)
+  for kind in ("lira_online", "lira_offline"):
+    got = attacks.run(kind, data, [0, 3])
+    for row, t in enumerate([0, 3]):
+      np.testing.assert_allclose(got[row], _lira_reference(data, t, kind), rtol=1e-9,
+                                 atol=1e-9)
+
+
+@pytest.mark.parametrize("queries", [1, 10])
+def test_lira_is_unbiased_without_signal(queries):
+  """Outputs that ignore membership, LiRA's exact half design, 16 models: members and
+  non-members must score alike. Before shadow counts were balanced, a member's one IN shadow
+  fewer shifted the scores: AUC 48.7 (one query) and 46.6 (ten queries)."""
+  rng = np.random.default_rng(0)
+  m, n, c = 16, 3000, 10
+  y = rng.integers(0, c, n)
+  keep = _keep(rng, m, n)
+  z = (3 * rng.normal(size=(1, n, 1, c)) + rng.normal(size=(m, n, 1, c))
+       + 0.3 * rng.normal(size=(m, n, queries, c)))
+  data = attacks.AttackData(logits=z, labels=y, keep=keep)
+  for name in ("lira_online", "lira_online_fixed_var", "lira_offline"):
+    s, _ = attacks.evaluate_attack(name, data, list(range(m)))
+    assert abs(s["auc"]["mean"] - 0.5) < 0.006, (name, s["auc"]["mean"])
 
 
 def test_lira_float32_close_to_float64():
@@ -220,13 +263,12 @@ def test_lira_fixed_var_sigma_out_is_not_the_in_std():
 
 def _offline_fixed(data, t):
   phi = _phi64(data.logits, data.labels[None, :, None])
-  shadows = np.array([m for m in range(data.num_models) if m != t])
-  out_mask = ~data.keep[shadows]
-  res, score = [], np.zeros(data.num_examples)
+  outs_of = _balanced(data, t, ~data.keep)
+  res = []
   mus = np.zeros((data.num_examples, Q))
   for i in range(data.num_examples):
     for q in range(Q):
-      vals = phi[shadows[out_mask[:, i]], i, q]
+      vals = phi[outs_of[i], i, q]
       mus[i, q] = np.median(vals)
       res.extend(vals - mus[i, q])
   sigma = np.std(res)

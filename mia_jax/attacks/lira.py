@@ -14,10 +14,23 @@ Global sigmas (fixed variance): s_in is the np.std of all residuals phi - mu_in 
 (example, query, IN shadow), s_out likewise over the OUT shadows (the reference code's bug of
 reusing the IN std for OUT is not copied).
 
+Shadow counts that do not depend on the target's membership. With LiRA's keep matrix (every
+example IN for exactly half of the M models) the other models hold a member of the target IN
+k - 1 times and a non-member k times: left alone, that difference in shadow COUNTS shifts the
+per-example Gaussian fits, and the score separates members from non-members with no signal at
+all (16 models and outputs that ignore membership: online AUC 48.7 with one query, 46.6 with
+ten). So where a group's shadow count varies by at most one over the examples (an exact design)
+and its smallest count is at least 1, every example keeps that smallest count of the group's
+shadows, the last ones by model index left out, as the reference code does (it truncates every
+example to the smallest count). The choice reads only the shadows' keep rows, never the
+target's. Other designs (independent draws) keep every shadow: their counts carry no
+membership.
+
 Examples without IN (or OUT) shadows: that example's missing mu is borrowed from the other
 group plus the typical shift, mu_in = mu_out + median_i(mu_in - mu_out) over examples having
 both (per query), and its sigma is the median sigma of that group. Unlike the reference code,
-which truncates every example to the smallest shadow count, all shadows are used.
+which truncates every example to the smallest shadow count, all shadows are used outside exact
+designs.
 
 Speed: phi is sorted over the models once per data (IN and OUT separately, other entries
 +inf); a target's leave-one-out median is read from those sorted rows by index arithmetic
@@ -66,31 +79,41 @@ def _tables(data: AttackData) -> dict:
 
 
 @np.errstate(invalid="ignore")
-def _leave_one_out(table: dict, v: np.ndarray, drop: np.ndarray) -> dict:
-  """Per-example stats of one group without the target.
+def _leave_out(table: dict, v: np.ndarray, drop: np.ndarray, v2: np.ndarray, drop2: np.ndarray
+               ) -> dict:
+  """Per-example stats of one group without up to two of its entries per example.
 
   Args:
     table: from _group_table.
-    v: float [N, Q], the target's phi.
-    drop: bool [N], whether the target is in this group for the example.
+    v, drop: float [N, Q] and bool [N]: the target's phi, and whether the target is in this
+      group for the example (then it is left out).
+    v2, drop2: the same for a second entry to leave out (a surplus shadow; see the module
+      docstring), a different model of the group.
 
   Returns:
     {"k": int [N], "mu", "sigma": float64 [N, Q], "r1", "r2": float64 scalars (sum of
     residuals phi - mu and of their squares over all kept entries), "count": total entries}.
   """
   rows = table["rows"]
-  k = table["k"] - drop  # [N]
-  pos = np.sum(rows < v[..., None], axis=-1)  # where the target sits in its sorted row
-  pos = np.where(drop[:, None], pos, rows.shape[-1])
+  width = rows.shape[-1]
+  k = table["k"] - drop - drop2  # [N]
+  # where each left-out entry sits in its sorted row (width: none); equal values: the second
+  # takes the next slot of the run, which holds the same value
+  p1 = np.where(drop[:, None], np.sum(rows < v[..., None], axis=-1), width)
+  p2 = np.where(drop2[:, None], np.sum(rows < v2[..., None], axis=-1), width)
+  p2 = np.where((p2 == p1) & (p1 < width), p2 + 1, p2)
+  a, b = np.minimum(p1, p2), np.maximum(p1, p2)
   kq = np.broadcast_to(k[:, None], v.shape)
   lo = np.maximum((kq - 1) // 2, 0)
   hi = kq // 2
-  lo = lo + (lo >= pos)
-  hi = np.minimum(hi + (hi >= pos), rows.shape[-1] - 1)
+  skip = lambda j: (lambda j1: j1 + (j1 >= b))(j + (j >= a))  # reduced -> original index
+  lo = np.minimum(skip(lo), width - 1)
+  hi = np.minimum(skip(hi), width - 1)
   pick = lambda j: np.take_along_axis(rows, j[..., None], axis=-1)[..., 0].astype(np.float64)
   mu = 0.5 * (pick(lo) + pick(hi))
   d = np.where(drop[:, None], v - table["center"], 0.0)
-  s1, s2 = table["s1"] - d, table["s2"] - d * d
+  d2 = np.where(drop2[:, None], v2 - table["center"], 0.0)
+  s1, s2 = table["s1"] - d - d2, table["s2"] - d * d - d2 * d2
   kf = np.maximum(kq, 1).astype(np.float64)
   var = np.maximum(s2 / kf - (s1 / kf) ** 2, 0.0)
   var = np.where(kq > 1, var, 0.0)
@@ -101,6 +124,28 @@ def _leave_one_out(table: dict, v: np.ndarray, drop: np.ndarray) -> dict:
   mu = np.where(valid, mu, np.nan)
   return {"k": k, "mu": mu, "sigma": np.sqrt(var), "r1": r1, "r2": r2,
           "count": int(kq.sum())}
+
+
+def _surplus(group: np.ndarray, target: int) -> np.ndarray:
+  """The shadow to leave out per example so that every example keeps the same number of the
+  group's shadows: int [N], the last model (by index) of the group other than the target, or
+  -1 where none is left out (see the module docstring). group: bool [M, N]."""
+  shadows = np.delete(group, target, axis=0)
+  n = shadows.sum(axis=0)
+  if n.size == 0 or n.max() - n.min() > 1 or n.min() < 1:
+    return np.full(group.shape[1], -1)
+  last = shadows.shape[0] - 1 - np.argmax(shadows[::-1], axis=0)
+  last = last + (last >= target)              # index among all models
+  return np.where(n > n.min(), last, -1)
+
+
+def _shadow_group(tables: dict, name: str, member: np.ndarray, target: int,
+                  group: np.ndarray) -> dict:
+  phi = tables["phi"]
+  v = phi[target]
+  j = _surplus(group, target)
+  v2 = phi[np.maximum(j, 0), np.arange(phi.shape[1])]
+  return _leave_out(tables[name], v, member, v2, j >= 0)
 
 
 def _global_sigma(stats: dict) -> float:
@@ -134,8 +179,9 @@ def shadow_stats(data: AttackData, target: int) -> tuple[np.ndarray, dict, dict]
     tables = _tables(data)
     keep_t = np.asarray(data.keep[target])
     v = tables["phi"][target]
-    st_in = _leave_one_out(tables["in"], v, keep_t)
-    st_out = _leave_one_out(tables["out"], v, ~keep_t)
+    keep = np.asarray(data.keep)
+    st_in = _shadow_group(tables, "in", keep_t, target, keep)
+    st_out = _shadow_group(tables, "out", ~keep_t, target, ~keep)
     _fill_missing(st_out, st_in)
     _fill_missing(st_in, st_out)
     compact = lambda st: {"mu": st["mu"].astype(v.dtype), "sigma": st["sigma"].astype(v.dtype),
