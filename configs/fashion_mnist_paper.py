@@ -73,6 +73,23 @@ def get_config(arg: str = ""):
       "DP-SGD: the study's clip 1.0 and noise multiplier 1.0 (its Purchase100 setting), "
       "delta = 1/8,000, Poisson sampling at the expected batch 128, PLD accounting, Adam on "
       "the privatised gradient as the other rows; the MLP has no BatchNorm to replace.",
+      "Extra defense rows: LiRA on 16 models with the defense (adaptive) or without it "
+      "(unaware: the `none` row's LiRA models), each in turn the target. LiRA uses shadow "
+      "counts independent of the target's membership in exact designs; the unlearning "
+      "rows' adaptive keep (halves minus each model's forgotten tenth) is no longer exact, and "
+      "a residual count imbalance of one shadow can leave LiRA AUC a point below 50 there "
+      "(retraining: 49.1).",
+      "Curriculum: an epoch is one pass over the examples open at that epoch (root pacing "
+      "from 20% over the 40 epochs), so the curriculum models take fewer optimizer steps "
+      "than the `none` row's.",
+      "SISA: the 400 random forgotten members of a target touch all 4 shards, so every "
+      "shard retrains (each on a quarter of the data) and SISA has nothing to save; its "
+      "time is also inflated by one compilation and one checkpoint per shard per epoch "
+      "(4 chunks) against one vmapped retraining of both targets. SISA pays off for "
+      "requests that touch few shards (tests/test_unlearning.py).",
+      "Unlearning seconds: wall time per model, compilation included (fine-tuning and "
+      "gradient ascent compile per model); retraining is the same recipe as `none` on the "
+      "retained members.",
   )
   if arg == "quick":
     config.data.pool_size = 600
