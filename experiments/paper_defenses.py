@@ -22,8 +22,10 @@ models); every training resumes from its own checkpoint directory under the work
 """
 
 import copy
+import dataclasses
 import os
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -38,18 +40,45 @@ NAMES = {"curriculum": "curriculum learning", "augmentation": "data augmentation
          "unlearning": "machine unlearning"}
 
 
+@dataclasses.dataclass
 class Context:
-  """What every defense row needs: the data, the recipe, the `none` row's models."""
+  """What every defense row needs: the data, the recipe, the `none` row's models, and
+  paper_table's training and attack helpers (train, lira, lira_unaware, threshold_attack,
+  accuracies). lira_keep is None when no LiRA models were trained."""
+  config: Any
+  ds: Any
+  x: np.ndarray
+  y: np.ndarray
+  keep: np.ndarray
+  lira_keep: np.ndarray | None
+  val: Any
+  workdir: str
+  log: Callable[[str], None]
+  train: Callable
+  lira: Callable
+  lira_unaware: Callable
+  threshold_attack: Callable
+  accuracies: Callable
+  none_state: Any
+  none_logits: np.ndarray
+  none_lira_state: Any
+  none_lira_logits: np.ndarray | None
 
-  def __init__(self, *, config, ds, x, y, keep, lira_keep, val, workdir, log, train, lira,
-               lira_unaware, threshold_attack, accuracies, none_state, none_logits,
-               none_lira_state, none_lira_logits):
-    self.__dict__.update(locals())
-    del self.__dict__["self"]
-    self.p = config.paper
-    self.seed = int(config.seed)
-    self.bs = int(config.inference.batch_size)
-    self.q = config.data.queries
+  @property
+  def p(self):
+    return self.config.paper
+
+  @property
+  def seed(self) -> int:
+    return int(self.config.seed)
+
+  @property
+  def bs(self) -> int:
+    return int(self.config.inference.batch_size)
+
+  @property
+  def q(self) -> str:
+    return self.config.data.queries
 
 
 def _seconds(result, count: int) -> float:
