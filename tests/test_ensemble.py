@@ -134,3 +134,76 @@ def test_unknown_strategy_is_a_config_error():
   from mia_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match="strategy"):
     strategies.resolve("pmap", MODELS["mlp"], np.zeros((1, 4), np.float32))
+
+
+def _epochs(strategy, model, step_cfg, x, y, keep, active, epochs=2, batch_size=8,
+            optimizer="adam"):
+  """`epochs` epochs of strategy.epoch_fn on the ensemble of `keep` (the trainer's inputs)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mia_jax.training import optim  # pylint: disable=g-import-not-at-top
+  cfg = train_cfg(optimizer=optimizer, learning_rate=0.01, batch_size=batch_size)
+  spe = ensemble.steps_per_epoch(keep, batch_size)
+  tx = optim.make_optimizer(cfg, spe)
+  ids = np.arange(keep.shape[0], dtype=np.int32)
+  state = ensemble.init_ensemble(model, tx, 3, keep.shape[0], jnp.asarray(x[:1]), ids)
+  run = strategy.epoch_fn(model, tx, step_cfg)
+  out, metrics = [], None
+  for e in range(epochs):
+    idx, mask = ensemble.epoch_batches(keep, batch_size, 3, e, ids)
+    args = (jnp.asarray(x), jnp.asarray(y), jnp.asarray(idx), jnp.asarray(mask), jnp.asarray(ids),
+            np.uint32(3), np.int32(e * spe), jnp.asarray(active))
+    if hasattr(run, "in_one_program"):
+      out.append(run.in_one_program(state, *args[:4]))
+    state, metrics = run(state, *args)
+  return jax.tree.map(np.asarray, (state, metrics)), out
+
+
+@pytest.mark.parametrize("name,conv,optimizer", [("mlp", "lax", "adam"), ("cnn_bn", "im2col", "sgd"),
+                                                 ("cnn_bn", "lax", "sgd")])
+def test_loop_epoch_in_one_program_equals_step_by_step_and_vmap(name, conv, optimizer):
+  """The loop's whole-epoch program (steps in a loop, the batch gathered inside, the state
+  donated) trains what one jitted step at a time and vmap train: a model with fewer examples
+  (a shorter epoch) and a stopped one (active 0: untouched) included. With lax convolutions
+  the loop runs step by step. (SGD for the CNN: a conv bias before BatchNorm has a zero
+  gradient up to rounding, which Adam's normalisation turns into steps of the learning rate.)"""
+  from mia_jax.training import steps  # pylint: disable=g-import-not-at-top
+  x, y = toy_data(n=40, shape=(6, 6, 1))
+  keep = membership.keep_matrix(0, 3, 40)
+  keep[0, np.flatnonzero(keep[0])[:5]] = False
+  active = np.array([1.0, 0.0, 1.0], np.float32)
+  model = MODELS[name]
+  res = {label: _epochs(strategies.Strategy(mapping, conv, epoch_jit), model, steps.StepConfig(),
+                        x, y, keep, active, optimizer=optimizer)
+         for label, mapping, epoch_jit in (("program", "loop", True), ("step", "loop", False),
+                                           ("vmap", "vmap", True))}
+  assert res["program"][1] == [conv != "lax" or name == "mlp"] * 2
+  assert res["step"][1] == [False] * 2
+  np.testing.assert_array_equal(res["program"][0][1]["count"][1], 0.0)
+  # The same computation; XLA may fuse it differently inside a loop (the last bit of a float).
+  close(res["program"][0], res["step"][0], rtol=1e-5, atol=1e-6)
+  close(res["program"][0], res["vmap"][0])
+  untouched = _epochs(strategies.Strategy("loop", conv), model, steps.StepConfig(), x, y, keep,
+                      active, epochs=0, optimizer=optimizer)[0]
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[1], b[1]), res["program"][0][0],
+               untouched[0])
+
+
+def test_loop_runs_every_dp_step_as_vmap_does():
+  """DP-SGD releases a noisy update on an empty batch too: the loop runs the empty steps of a
+  model with fewer examples, as vmap does."""
+  from mia_jax.training import dp as dp_lib, steps  # pylint: disable=g-import-not-at-top
+  x, y = toy_data(n=40, shape=(6, 6, 1))
+  keep = membership.keep_matrix(0, 2, 40)
+  keep[0, np.flatnonzero(keep[0])[:9]] = False          # model 0: one step fewer than model 1
+  assert ensemble.steps_per_epoch(keep[:1], 8) < ensemble.steps_per_epoch(keep, 8)
+  step_cfg = steps.StepConfig(dp=dp_lib.DPStepConfig(clip_norm=1.0, noise_multiplier=1.0,
+                                                     expected_batch_size=8.0))
+  active = np.ones(2, np.float32)
+  model = MODELS["mlp"]
+  loop, used = _epochs(strategies.Strategy("loop"), model, step_cfg, x, y, keep, active)
+  step, _ = _epochs(strategies.Strategy("loop", epoch_jit=False), model, step_cfg, x, y, keep,
+                    active)
+  vmap, _ = _epochs(strategies.Strategy("vmap"), model, step_cfg, x, y, keep, active)
+  assert used == [True, True]
+  close(loop[0], vmap[0])
+  close(step[0], vmap[0])

@@ -5,7 +5,16 @@ Every strategy runs the same single-model `steps.train_step` on the same batches
 (a function of (seed, model id, step)), so every strategy trains the same models:
 
   vmap     jax.vmap(train_step) over the stacked state, one jitted step at a time.
-  loop     one jitted single-model step, model after model (the sequential baseline).
+  loop     one model after another, each only on its steps with real examples. By default the
+           whole epoch is one jitted program (a loop over the models, each a loop over its
+           steps; the batch gathered inside; the state donated and updated in place), compiled
+           with XLA:CPU's region-analysis copy insertion, which drops the copies of the
+           parameters and Adam moments XLA otherwise makes every step. A step with lax
+           convolutions or pooling windows (XLA:CPU ran convolution gradients 40 times slower
+           inside a loop) runs as one jitted single-model step at a time, as does
+           Strategy(epoch_jit=False) (the former path, kept to compare against). Both train
+           the same models: bit-identical for the MLPs measured, up to the last bit of a float
+           where XLA fuses differently inside the loop.
   shared   one shared input batch per step, the union of the M models' batches, with per-model
            example masks (loss and BatchNorm statistics are masked): train_step is vmapped over
            the parameters only, so a CNN's first layer is one convolution with M * channels
@@ -194,8 +203,9 @@ def with_conv(step: Callable, conv: str) -> Callable:
 # Epoch functions. All share one signature:
 #   (state[M], pool_x, pool_y, idx[S, M, B], mask[S, M, B], model_ids[M], seed, step0, active[M])
 #   -> (state[M], metrics {loss_sum, correct, count} [M])
-# An epoch is a Python loop over one jitted step (the state and the running metrics donated):
-# XLA:CPU ran convolutions inside a lax.scan of the steps 40 times slower than outside one.
+# An epoch is a Python loop over one jitted step (the state and the running metrics donated),
+# except the loop's (below): XLA:CPU ran convolutions inside a lax.scan of the steps 40 times
+# slower than outside one.
 
 def step_keys(seed, model_ids, t):
   """The step-t key of each model [M]: fold_in(fold_in(fold_in(key(seed), id), 1), t)."""
@@ -225,6 +235,130 @@ def _run_steps(jitted, state, pool_x, pool_y, idx, mask, model_ids, seed, step0,
     state, sums = jitted(state, sums, pool_x, pool_y, idx, mask, np.int32(s), model_ids, seed,
                          step0, active)
   return state, sums
+
+
+# XLA:CPU options of the loop's whole-epoch program: region-analysis copy insertion lets the
+# parameter and Adam-moment updates write in place (without it XLA copies params, mu and nu
+# every step: 26 copies in the Purchase100 MLP's step, 1.16x slower over an epoch of 16
+# models); the MLP's results are bit-identical.
+_CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+# Primitives that keep a step out of a loop: XLA:CPU ran an epoch of 16 CNNs with lax
+# convolutions inside one 40 times slower (184 s against 4.5 s, and 1e-5 off the step outside
+# one; forward convolutions alone ran at their speed, their gradients did not); pooling
+# windows and their gradients are kept out by caution.
+_SLOW_IN_LOOPS = frozenset({"conv_general_dilated", "reduce_window", "reduce_window_sum",
+                            "reduce_window_max", "reduce_window_min", "select_and_scatter_add",
+                            "select_and_gather_add", "select_and_scatter"})
+
+
+def _primitives(jaxpr) -> set:
+  """The names of the primitives in `jaxpr` and in every jaxpr nested in it."""
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for value in eqn.params.values():
+      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          names |= _primitives(sub)
+  return names
+
+
+def real_steps(mask: np.ndarray, active: np.ndarray, every_step: bool
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """The steps each model runs: order int32 [M, S] (its first counts[m] entries) and counts [M].
+
+  Without DP a step with no real example (mask * active all 0) leaves the state untouched, so
+  it is skipped: a model whose kept examples ran out, or that stopped early, does no work.
+  `every_step` (DP-SGD, whose step releases a noisy update even on an empty batch, as under
+  vmap): every step of every model.
+  """
+  s_steps, num_models = mask.shape[:2]
+  if every_step:
+    return (np.tile(np.arange(s_steps, dtype=np.int32), (num_models, 1)),
+            np.full(num_models, s_steps, np.int32))
+  real = (mask * active.reshape(1, -1, 1)).sum(axis=-1) > 0            # [S, M]
+  order = np.zeros((num_models, s_steps), np.int32)
+  counts = real.sum(axis=0).astype(np.int32)
+  for m in range(num_models):
+    order[m, :counts[m]] = np.flatnonzero(real[:, m])
+  return order, counts
+
+
+def _model_steps(step) -> Callable:
+  """One model's steps of an epoch in a loop (traced inside the epoch's program): state of one
+  model, idx_m / mask_m [S, B], the steps order[:count] -> (state, summed metrics)."""
+  def run(state, pool_x, pool_y, idx_m, mask_m, order, count, model_id, seed, step0, active):
+    def body(t, carry):
+      state, sums = carry
+      s = order[t]
+      bidx = idx_m[s]
+      key = step_keys(seed, model_id[None], step0 + s)[0]
+      state, metrics = step(state, pool_x[bidx], pool_y[bidx], mask_m[s] * active, key)
+      return state, jax.tree.map(jnp.add, sums, metrics)
+    sums = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
+    return jax.lax.fori_loop(0, count, body, (state, sums))
+  return run
+
+
+def _epoch_program(step) -> Callable:
+  """The loop's whole epoch as one jitted program (the stacked state donated): for each model,
+  its state sliced out, its steps run in a loop, its state written back in place."""
+  run = _model_steps(step)
+
+  def epoch(state, pool_x, pool_y, idx, mask, model_ids, seed, step0, active, order, counts):
+    num_models = counts.shape[0]
+    sums = {k: jnp.zeros((num_models,), jnp.float32) for k in ("loss_sum", "correct", "count")}
+
+    def one_model(m, carry):
+      state, sums = carry
+      take = lambda a, axis=0: jax.lax.dynamic_index_in_dim(a, m, axis, keepdims=False)
+      st, met = run(jax.tree.map(take, state), pool_x, pool_y, take(idx, 1), take(mask, 1),
+                    order[m], counts[m], model_ids[m], seed, step0, active[m])
+      state = jax.tree.map(lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, m, 0),
+                           state, st)
+      return state, jax.tree.map(lambda a, v: a.at[m].set(v), sums, met)
+    return jax.lax.fori_loop(0, num_models, one_model, (state, sums))
+
+  options = _CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  return jax.jit(epoch, donate_argnums=(0,), compiler_options=options)
+
+
+def _loop(step, every_step: bool, epoch_jit: bool) -> Callable:
+  """The loop strategy's epoch function: the whole epoch as one program (`_epoch_program`)
+  when `epoch_jit` and the step has none of _SLOW_IN_LOOPS, else one jitted step at a time."""
+  per_step = _jit_step(_single(step))
+  program = _epoch_program(step) if epoch_jit else None
+  fits = {}                      # input shapes -> whether the step may run inside a loop
+
+  def in_one_program(state, pool_x, pool_y, idx, mask) -> bool:
+    if program is None:
+      return False
+    leaves, tree = jax.tree.flatten((state, pool_x, pool_y, idx, mask))
+    key = (tree, tuple((a.shape, str(a.dtype)) for a in leaves))
+    if key not in fits:
+      one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state)
+      b = idx.shape[-1]
+      jaxpr = jax.make_jaxpr(step)(
+          one, jax.ShapeDtypeStruct((b,) + pool_x.shape[1:], pool_x.dtype),
+          jax.ShapeDtypeStruct((b,) + pool_y.shape[1:], pool_y.dtype),
+          jax.ShapeDtypeStruct((b,), mask.dtype), jax.random.key(0))
+      fits[key] = not (_primitives(jaxpr.jaxpr) & _SLOW_IN_LOOPS)
+    return fits[key]
+
+  def loop_epoch(state, px, py, idx, mask, model_ids, seed, step0, active):
+    order, counts = real_steps(np.asarray(mask), np.asarray(active), every_step)
+    if in_one_program(state, px, py, idx, mask):
+      return program(state, px, py, idx, mask, model_ids, seed, step0, active, order, counts)
+    idx, mask = np.asarray(idx), np.asarray(mask)
+    outs = [_run_steps(per_step, jax.tree.map(lambda a: a[m:m + 1], state), px, py,
+                       jnp.asarray(idx[:, m:m + 1]), jnp.asarray(mask[:, m:m + 1]),
+                       model_ids[m:m + 1], seed, step0, active[m:m + 1], order[m, :counts[m]])
+            for m in range(len(model_ids))]
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+  loop_epoch.in_one_program = in_one_program
+  return loop_epoch
 
 
 def _vmapped(step):
@@ -277,13 +411,17 @@ def union_batches(idx: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nda
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-  """A resolved strategy. `mapping` in MAPPINGS; `conv` in CONVS."""
+  """A resolved strategy. `mapping` in MAPPINGS; `conv` in CONVS. `epoch_jit` (the loop only):
+  the whole epoch as one jitted program where the step allows it; False: one jitted step at a
+  time (the former path, kept for comparison)."""
   mapping: str
   conv: str = "lax"
+  epoch_jit: bool = True
 
   @property
   def name(self) -> str:
-    return self.mapping + ("" if self.conv == "lax" else "+" + self.conv)
+    return (self.mapping + ("" if self.conv == "lax" else "+" + self.conv)
+            + ("" if self.epoch_jit or self.mapping != "loop" else "+stepjit"))
 
   # Placement --------------------------------------------------------------------------------
   @functools.cached_property
@@ -335,18 +473,9 @@ class Strategy:
         return _run_steps(jitted, state, px, py, uidx, umask, model_ids, seed, step0, active)
       return shared_epoch
     if self.mapping == "loop":
-      jitted = _jit_step(_single(step))
-      def loop_epoch(state, px, py, idx, mask, model_ids, seed, step0, active):
-        idx, mask = np.asarray(idx), np.asarray(mask)
-        # A model whose kept examples ran out skips its empty steps (a no-op under every
-        # strategy): the loop does the work of the real batches only.
-        outs = [_run_steps(jitted, jax.tree.map(lambda a: a[m:m + 1], state), px, py,
-                           jnp.asarray(idx[:, m:m + 1]), jnp.asarray(mask[:, m:m + 1]),
-                           model_ids[m:m + 1], seed, step0, active[m:m + 1],
-                           np.flatnonzero(mask[:, m].sum(axis=-1) > 0))
-                for m in range(len(model_ids))]
-        return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
-      return loop_epoch
+      # A model skips its steps without a real example (a no-op, except under DP-SGD): the
+      # loop does the work of the real batches only.
+      return _loop(step, every_step=step_cfg.dp is not None, epoch_jit=self.epoch_jit)
     raise ValueError(self.mapping)
 
   def eval_fn(self, model: nn.Module) -> Callable:
@@ -376,10 +505,12 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto") -> St
     several devices       sharded (vmap within each device)
     one GPU / TPU         vmap
     one CPU               loop: one model's step already fills the cores, and the loop skips
-                          the empty steps of models whose examples ran out. Against the plain
-                          loop, vmap ran at 0.78-0.90 times its speed (16 MLPs); for 16 CNNs
-                          vmap of lax convolutions at 0.27-0.52, vmap with im2col at 1.40-1.78,
-                          the loop with im2col at 1.77-1.82
+                          the empty steps of models whose examples ran out. Against the former
+                          loop (lax, one jitted step at a time), the loop with its epoch in one
+                          program ran 1.53-1.66 times as fast and vmap at 0.78-0.90 times
+                          (16 MLPs); for 16 CNNs vmap of lax convolutions at 0.27-0.52, vmap
+                          with im2col at 1.16-1.78, the loop with im2col step by step at
+                          1.50-1.82, in one program at 2.29-2.41
   conv auto: im2col on a CPU for models with convolutions (1.8 times the speed of XLA's
   convolution gradients and max-pooling), lax elsewhere.
   """
