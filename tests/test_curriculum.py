@@ -71,10 +71,10 @@ def test_curriculum_batches_per_model_independent_and_checked():
     curriculum.curriculum_epoch_batches(keep, diff[:10], 0.5, 8, 0, 0)
 
 
-def _curriculum_cfg(**kw):
+def _curriculum_cfg(strategy="loop", **kw):
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
   cfg = tiny_config().train
-  cfg.update(epochs=1, batch_size=8, strategy="loop", optimizer="adam", schedule="constant")
+  cfg.update(epochs=1, batch_size=8, strategy=strategy, optimizer="adam", schedule="constant")
   cfg.curriculum.update({"enabled": True, "pacing": "step", "start": 0.5, "num_steps": 1,
                          "ramp_epochs": 2, **kw})
   return cfg
@@ -86,24 +86,25 @@ def _toy(n=48, seed=0):
   return rng.normal(size=(n, 5)).astype(np.float32) + y[:, None], y, rng.normal(size=n)
 
 
-def test_curriculum_training_opens_only_the_easiest_examples_first():
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_curriculum_training_opens_only_the_easiest_examples_first(strategy):
   """Epoch 0 of a 2-epoch ramp from 0.5 trains each model on exactly the easiest half of its
   own examples: the same models as plain training on that half (masked steps are no-ops)."""
   from mia_jax.models import mlp  # pylint: disable=import-outside-toplevel
   x, y, diff = _toy()
   keep = membership.keep_matrix(1, 2, len(y))
   model = mlp.MLP(hidden=(8,), num_classes=3)
-  cfg = _curriculum_cfg()
+  cfg = _curriculum_cfg(strategy)
   cur = ensemble.train_ensemble(model, cfg, x, y, keep, seed=2, log=lambda s: None,
                                 difficulty=diff)
-  plain_cfg = _curriculum_cfg()
+  plain_cfg = _curriculum_cfg(strategy)
   plain_cfg.curriculum.enabled = False
   easy = curriculum.open_keep(keep, diff, 0.5)
   plain = ensemble.train_ensemble(model, plain_cfg, x, y, easy, seed=2, log=lambda s: None)
   for a, b in zip(jax.tree.leaves(cur.state.params), jax.tree.leaves(plain.state.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   # and differs from training on all kept examples
-  plain_cfg_all = _curriculum_cfg()
+  plain_cfg_all = _curriculum_cfg(strategy)
   plain_cfg_all.curriculum.enabled = False
   full = ensemble.train_ensemble(model, plain_cfg_all, x, y, keep, seed=2, log=lambda s: None)
   assert not np.allclose(jax.tree.leaves(full.state.params)[0],

@@ -4,7 +4,9 @@ Every strategy runs the same single-model `steps.train_step` on the same batches
 `ensemble.epoch_batches`, a function of (seed, epoch, model id) only) with the same keys
 (a function of (seed, model id, step)), so every strategy trains the same models:
 
-  vmap     jax.vmap(train_step) over the stacked state, one jitted step at a time.
+  vmap     jax.vmap(train_step) over the stacked state, one jitted step at a time; steps in
+           which no model has a real example (a curriculum's padding) are skipped, except
+           under DP-SGD.
   loop     one model after another, each only on its steps with real examples. By default the
            whole epoch is one jitted program (a loop over the models, each a loop over its
            steps; the batch gathered inside; the state donated and updated in place), compiled
@@ -464,8 +466,20 @@ class Strategy:
     donated."""
     step = with_conv(functools.partial(steps.train_step, model=model, tx=tx, cfg=step_cfg),
                      self.conv)
-    if self.mapping in ("vmap", "sharded"):
+    if self.mapping == "sharded":
       return functools.partial(_run_steps, _jit_step(_vmapped(step)))
+    if self.mapping == "vmap":
+      jitted = _jit_step(_vmapped(step))
+      def vmap_epoch(state, px, py, idx, mask, model_ids, seed, step0, active):
+        # Steps where no model has a real example (a curriculum's padding, the tail of the
+        # longest model's epoch) leave every state untouched, except under DP-SGD: skipped.
+        todo = None
+        if step_cfg.dp is None:
+          real = (np.asarray(mask) * np.asarray(active).reshape(1, -1, 1)).sum(axis=(1, 2))
+          todo = np.flatnonzero(real > 0)
+        return _run_steps(jitted, state, px, py, idx, mask, model_ids, seed, step0, active,
+                          todo)
+      return vmap_epoch
     if self.mapping == "shared":
       jitted = _jit_step(_shared(step))
       def shared_epoch(state, px, py, idx, mask, model_ids, seed, step0, active):
