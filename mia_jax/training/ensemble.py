@@ -293,8 +293,9 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
       ckpt.save(epoch, strategy.get((state, best)), {"early_stopping": es, "history": history})
     examples = float(metrics["count"].sum())
     left = (epochs - epoch) * np.mean([h["seconds"] for h in history[resumed_from:]])
-    line = (f"epoch {epoch}/{epochs}  loss {np.mean(record['loss']):.4f}  "
-            f"accuracy {np.mean(record['accuracy']):.4f}  ")
+    line = f"epoch {epoch}/{epochs}  loss {np.mean(record['loss']):.4f}  "
+    if np.isfinite(np.mean(record["accuracy"])):   # DP-SGD's step computes no accuracy
+      line += f"accuracy {np.mean(record['accuracy']):.4f}  "
     if "epsilon_rdp" in record:
       line += f"epsilon <= {record['epsilon_rdp']:.3f} (RDP)  "
     if "val_accuracy" in record:
