@@ -17,6 +17,7 @@ Chunks pass their global model ids, so a model is the same whatever the chunking
 """
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Callable
@@ -133,7 +134,7 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
       (mia_jax.training.curriculum; e.g. curriculum.reference_difficulty).
   """
   num_models = keep.shape[0]
-  pacing = None
+  batches = epoch_batches          # (keep, batch_size, seed, epoch, model_ids) -> idx, mask
   if cfg.get("curriculum") is not None and bool(cfg.curriculum.enabled):
     from mia_jax.training import curriculum  # pylint: disable=import-outside-toplevel
     curriculum.validate(cfg.curriculum)
@@ -143,8 +144,9 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
     if difficulty is None or np.shape(difficulty) != (keep.shape[1],):
       raise ConfigError(f"train.curriculum.enabled needs difficulty [N]=[{keep.shape[1]}] per "
                         "pool example; compute it with curriculum.reference_difficulty")
-    pacing = (curriculum.schedule_for(cfg.curriculum, int(cfg.epochs)),
-              np.asarray(difficulty, np.float64))
+    batches = functools.partial(curriculum.curriculum_epoch_batches,
+                                difficulty=np.asarray(difficulty, np.float64),
+                                pacing=curriculum.schedule_for(cfg.curriculum, int(cfg.epochs)))
   # DP-SGD's fast clipping intercepts nn.Conv itself (per-example norms from patches), so the
   # im2col rewrite of convolutions, another interceptor, is not stacked on top of it.
   conv = "lax" if dp_plan is not None else cfg.get("conv", "auto")
@@ -170,7 +172,7 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
     chunks.append(_train_chunk(model, cfg, strategy, pool_x, pool_y, keep, ids, spe, seed=seed,
                                val=val, checkpoint_dir=cdir,
                                log=lambda s, p=prefix: log(p + s), dp_plan=dp_plan,
-                               pacing=pacing))
+                               batches=batches))
   state = jax.tree.map(lambda *a: np.concatenate(a), *[c.state for c in chunks])
   return TrainResult(state=state, history=_merge_histories([c.history for c in chunks]),
                      epochs_run=max(c.epochs_run for c in chunks),
@@ -197,7 +199,8 @@ def _merge_histories(histories: list[list[dict]]) -> list[dict]:
 
 
 def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep, ids, spe, *,
-                 seed, val, checkpoint_dir, log, dp_plan=None, pacing=None) -> _Chunk:
+                 seed, val, checkpoint_dir, log, dp_plan=None, batches=epoch_batches
+                 ) -> _Chunk:
   """Trains the models `ids` (global ids) of the ensemble; returns host arrays."""
   num_real = len(ids)
   # Sharded: pad to a multiple of the devices with copies of the last model, never active.
@@ -255,12 +258,9 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     t0 = time.perf_counter()
     if dp_plan is not None and dp_plan.sampling == "poisson":
       idx, mask = dp_lib.poisson_epoch_batches(keep_c, dp_plan, seed, epoch, model_ids=ids_p)
-    elif pacing is not None:
-      from mia_jax.training import curriculum  # pylint: disable=import-outside-toplevel
-      idx, mask = curriculum.curriculum_epoch_batches(keep_c, pacing[1], pacing[0], batch_size,
-                                                      seed, epoch, model_ids=ids_p)
     else:
-      idx, mask = epoch_batches(keep_c, batch_size, seed, epoch, model_ids=ids_p)
+      idx, mask = batches(keep_c, batch_size=batch_size, seed=seed, epoch=epoch,
+                          model_ids=ids_p)
     active = strategy.put(np.asarray(es["active"], np.float32))
     state, metrics = run_epoch(state, px, py, strategy.put(idx, axis=1),
                                strategy.put(mask, axis=1), model_ids, np.uint32(seed),
