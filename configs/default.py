@@ -75,7 +75,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                                  # held out from every model
   config.train.strategy = "auto"    # how the model axis is mapped: vmap | loop | shared |
                                     # sharded | auto
-  config.train.conv = "auto"        # convolutions: auto | lax | im2col | matmul_grad
+  config.train.conv = "auto"        # convolutions: auto | lax | im2col | forward
   config.train.chunk_size = 0       # models trained (and checkpointed) together; 0 = all
 
   config.dp = ml_collections.ConfigDict()

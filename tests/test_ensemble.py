@@ -32,7 +32,7 @@ def test_every_strategy_trains_the_same_models(name):
   keep = membership.keep_matrix(0, 3, 40)
   results = {}
   for strategy, conv in (("vmap", "lax"), ("loop", "lax"), ("shared", "lax"), ("vmap", "im2col"),
-                         ("loop", "matmul_grad"), ("shared", "im2col"), ("auto", "auto")):
+                         ("loop", "forward"), ("shared", "im2col"), ("auto", "auto")):
     cfg = train_cfg(epochs=2, batch_size=8, strategy=strategy, conv=conv, optimizer="sgd",
                     learning_rate=0.05)
     results[strategy, conv] = ensemble.train_ensemble(model, cfg, x, y, keep, seed=3,
@@ -42,7 +42,7 @@ def test_every_strategy_trains_the_same_models(name):
     close(res.state.params, base.state.params)
     close(res.state.batch_stats, base.state.batch_stats)
     np.testing.assert_allclose(res.history[-1]["loss"], base.history[-1]["loss"], rtol=1e-4)
-  assert results["auto", "auto"].strategy == ("loop+im2col" if name == "cnn_bn" else "loop")
+  assert results["auto", "auto"].strategy == ("loop+forward" if name == "cnn_bn" else "loop")
 
 
 def test_union_batches_masks_select_each_models_own_batch():
@@ -57,8 +57,8 @@ def test_union_batches_masks_select_each_models_own_batch():
       np.testing.assert_array_equal(np.sort(uidx[s][umask[s, m, 1] > 0]), np.sort(idx[s, m]))
 
 
-@pytest.mark.parametrize("conv", ["im2col", "matmul_grad"])
-def test_matmul_convolutions_and_pooling_equal_lax_with_gradients(conv):
+@pytest.mark.parametrize("conv", ["im2col", "forward"])
+def test_rewritten_convolutions_and_pooling_equal_lax_with_gradients(conv):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(0).normal(size=(2, 7, 5, 3)).astype(np.float32)
   for padding, ks in (("SAME", (3, 3)), ("VALID", (3, 2)), ("SAME", (2, 2))):
@@ -70,6 +70,54 @@ def test_matmul_convolutions_and_pooling_equal_lax_with_gradients(conv):
     want = jax.value_and_grad(f, argnums=(0, 1))(variables, x)
     got = strategies.with_conv(jax.value_and_grad(f, argnums=(0, 1)), conv)(variables, x)
     close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_window_max_gradient_goes_to_the_first_maximum_as_lax_does():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = np.array([[1., 3., 0., 0.], [3., 2., 0., 0.],       # ties: 3 at (0, 1) and (1, 0); zeros
+                [5., 4., -1., 7.], [4., 5., 7., 7.]], np.float32).reshape(1, 4, 4, 1)
+  lax_pool = lambda a: nn.max_pool(a, (2, 2), strides=(2, 2))
+  ours = lambda a: strategies.window_max(a, (2, 2))
+  weights = np.arange(1., 5.).reshape(1, 2, 2, 1)
+  np.testing.assert_array_equal(ours(x), lax_pool(x))
+  want = jax.grad(lambda a: (lax_pool(a) * weights).sum())(x)
+  got = jax.jit(jax.grad(lambda a: (ours(a) * weights).sum()))(x)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got[0, :, :, 0], [[0, 1, 2, 0], [0, 0, 0, 0],
+                                                  [3, 0, 0, 4], [0, 0, 0, 0]])
+
+
+def test_forward_convolutions_keep_a_cnn_step_in_the_loops_program():
+  """Autodiff's convolution gradients are kept out of the loop's epoch program (XLA:CPU runs
+  them 40x slower in a loop); with conv='forward' every convolution of the step is a forward
+  one, and the step runs inside it."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from mia_jax.training import steps  # pylint: disable=g-import-not-at-top
+  model = cnn.CNN(channels=(4, 4), num_classes=3, dense=8)
+  tx = optax.sgd(0.1)
+  state = steps.init_state(model, tx, jax.random.key(0), np.zeros((1, 6, 6, 1), np.float32))
+  step = functools.partial(steps.train_step, model=model, tx=tx, cfg=steps.StepConfig())
+  x, y = toy_data(n=8, shape=(6, 6, 1))
+  slow = {}
+  for conv in strategies.CONVS:
+    jaxpr = jax.make_jaxpr(strategies.with_conv(step, conv))(state, x, y, np.ones(8, np.float32),
+                                                             jax.random.key(0))
+    slow[conv] = strategies._slow_in_loops(jaxpr.jaxpr)  # pylint: disable=protected-access
+  assert slow == {"lax": True, "im2col": False, "forward": False}
+
+
+def test_compiler_options_this_xla_does_not_know_are_left_out(monkeypatch):
+  monkeypatch.setitem(strategies._CPU_COMPILER_OPTIONS,  # pylint: disable=protected-access
+                      "xla_no_such_option_anywhere", True)
+  strategies._cpu_compiler_options.cache_clear()  # pylint: disable=protected-access
+  try:
+    known = dict(strategies._cpu_compiler_options())  # pylint: disable=protected-access
+    assert "xla_no_such_option_anywhere" not in known
+    assert known and all(strategies._CPU_COMPILER_OPTIONS[k] == v  # pylint: disable=protected-access
+                         for k, v in known.items())
+  finally:
+    strategies._cpu_compiler_options.cache_clear()  # pylint: disable=protected-access
 
 
 def _chunked(tmp_path, chunk_size, epochs=3, log=lambda s: None, patience=0):

@@ -165,12 +165,16 @@ def _train(tmp_path, strategy, epochs=3, ckpt=True, **kw):
 
 
 def test_loop_and_vmap_strategies_train_the_same_models(tmp_path):
-  a, _, _ = _train(tmp_path / "a", "vmap", ckpt=False)
-  b, _, _ = _train(tmp_path / "b", "loop", ckpt=False)
-  # atol 1e-4: a convolution's bias before BatchNorm has a zero gradient up to rounding, and
-  # Adam scales that rounding up to the learning rate.
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4),
-               a.state.params, b.state.params)
+  a, _, _ = _train(tmp_path / "a", "vmap", ckpt=False)      # auto: im2col convolutions
+  b, _, _ = _train(tmp_path / "b", "loop", ckpt=False)      # auto: forward convolutions
+  assert (a.strategy, b.strategy) == ("vmap+im2col", "loop+forward")
+  # The convolution's bias before BatchNorm has a zero gradient up to rounding, which Adam
+  # scales up to the learning rate: it drifts apart (by 3e-3 here) under different rewrites,
+  # and BatchNorm removes it from the function. Every other parameter agrees.
+  pa, pb = dict(a.state.params), dict(b.state.params)
+  pa["Conv_0"] = {"kernel": pa["Conv_0"]["kernel"]}
+  pb["Conv_0"] = {"kernel": pb["Conv_0"]["kernel"]}
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6), pa, pb)
 
 
 class Killed(Exception):

@@ -119,7 +119,7 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
   Args:
     model: the flax module (one model; parameters get a leading model axis).
     cfg: the `train` config block (epochs, batch_size, optimizer, ..., strategy, and optionally
-      chunk_size (models per chunk; 0 = all) and conv ('auto', 'lax', 'im2col')).
+      chunk_size (models per chunk; 0 = all) and conv ('auto', 'lax', 'im2col', 'forward')).
     pool_x, pool_y: the pool [N, ...], [N].
     keep: bool [M, N].
     seed: the training seed (initialisation, batches, dropout, augmentation).

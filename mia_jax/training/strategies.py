@@ -26,16 +26,20 @@ Every strategy runs the same single-model `steps.train_step` on the same batches
            (of every process under jax.distributed); no communication inside a step.
   auto     picked by `resolve` from the backend and the model family (measurements in
            experiments/results/bench_ensemble.md): sharded over several devices, vmap on one
-           accelerator, the loop (with im2col convolutions) on one CPU.
+           accelerator, the loop (with conv='forward') on one CPU.
 
-Convolutions on the CPU: XLA:CPU runs a small-channel convolution and above all its gradients,
-and batched (grouped) convolutions far below matmul speed. `conv="im2col"` runs every nn.Conv
-as shifted slices + one matmul (same parameters, same function; intercepted with
-flax.linen.intercept_methods, so the model's code is untouched): under vmap it stays a batched
-matmul; 2x2 max-pooling becomes a reshape and a max (its gradient a select, not XLA:CPU's slow
-select-and-scatter). `conv="matmul_grad"` keeps lax's fast forward convolution and computes
-its gradients as matmuls and a forward convolution. `auto` uses im2col on a CPU for models
-with convolutions (measured fastest).
+Convolutions on the CPU: XLA:CPU runs forward convolutions fast, but autodiff's gradients of
+them (transposed convolutions) and batched (grouped) convolutions far below matmul speed, and
+inside a loop slower still. Both rewrites below keep the parameters and the function (flax
+method interceptors: the model's code is untouched), and run 2x2 max-pooling as a reshape and
+a max whose gradient is one select (`window_max`), not XLA:CPU's slow select-and-scatter.
+  conv="forward"  every convolution, its gradients included, as a forward convolution in
+                  NHWC / HWIO layouts (`conv_forward_grads`): what the loop runs fastest, in
+                  its epoch program.
+  conv="im2col"   every nn.Conv as shifted slices + one matmul: under vmap it stays a batched
+                  matmul, where a vmapped convolution becomes a grouped one.
+`auto` picks forward for the loop and im2col for the mappings that batch models, on a CPU, for
+models with convolutions (measured fastest), and lax elsewhere.
 Dropout and augmentation draw per batch position: under `shared` (a different batch layout)
 they draw differently, so `shared` equals the others exactly only without them.
 """
@@ -57,7 +61,7 @@ from mia_jax.training import steps
 
 MAPPINGS = ("vmap", "loop", "shared", "sharded")
 STRATEGIES = MAPPINGS + ("auto",)
-CONVS = ("lax", "im2col", "matmul_grad")
+CONVS = ("lax", "im2col", "forward")
 AXIS = "models"
 
 
@@ -92,39 +96,44 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_matmul_grad(x: jax.Array, kernel: jax.Array, pads: tuple) -> jax.Array:
+def conv_forward_grads(x: jax.Array, kernel: jax.Array, pads: tuple) -> jax.Array:
   """lax's stride-1 convolution of x [B, H, W, Cin] by kernel [kh, kw, Cin, Cout] with explicit
-  `pads`, whose kernel gradient is kh*kw matmuls and whose input gradient is a forward
-  convolution: XLA:CPU runs forward convolutions fast and their default gradients slowly."""
+  `pads`, whose kernel and input gradients are forward convolutions too (in NHWC / HWIO
+  layouts, without groups or dilations): XLA:CPU runs forward convolutions fast, inside loops
+  as well, and autodiff's transposed ones slowly."""
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DIMS)
 
 
 def _conv_fwd(x, kernel, pads):
-  return conv_matmul_grad(x, kernel, pads), (x, kernel)
+  return conv_forward_grads(x, kernel, pads), (x, kernel)
 
 
 def _conv_bwd(pads, res, dy):
   x, kernel = res
-  kh, kw, cin, cout = kernel.shape
-  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  ho, wo = dy.shape[1:3]
-  dy2 = dy.reshape(-1, cout)
-  dk = jnp.stack([jnp.dot(xp[:, i:i + ho, j:j + wo, :].reshape(-1, cin).T, dy2)
-                  for i in range(kh) for j in range(kw)]).reshape(kh, kw, cin, cout)
+  kh, kw, _, _ = kernel.shape
+  # Ordered after the forward pass: XLA:CPU would otherwise run these alongside the forward
+  # convolutions, each then slower.
+  x, dy = jax.lax.optimization_barrier((x, dy))
+  # The kernel gradient as a forward convolution: x with batch and channels swapped
+  # [Cin, H, W, B], by dy as a kernel [Ho, Wo, B, Cout], gives [Cin, kh, kw, Cout]. In these
+  # layouts XLA:CPU runs it at forward speed (10 ms for the 128 x 14 x 14 x 32 -> 64 layer inside
+  # a loop), where autodiff's own transposed convolution took 1.8 s and im2col matmuls 14 ms.
+  dk = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1),
+                                    pads, dimension_numbers=_DIMS).transpose(1, 2, 0, 3)
+  # The input gradient: a forward convolution of dy with the flipped, transposed kernel.
   flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)          # [kh, kw, Cout, Cin]
-  dxp = jax.lax.conv_general_dilated(dy, flipped, (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)),
-                                     dimension_numbers=_DIMS)
-  h, w = x.shape[1:3]
-  return dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w], dk
+  ipads = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]), (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
+  dx = jax.lax.conv_general_dilated(dy, flipped, (1, 1), ipads, dimension_numbers=_DIMS)
+  return dx, dk
 
 
-conv_matmul_grad.defvjp(_conv_fwd, _conv_bwd)
+conv_forward_grads.defvjp(_conv_fwd, _conv_bwd)
 
 
-def matmul_grad_conv(module: nn.Conv, x: jax.Array) -> jax.Array:
-  """nn.Conv's function for x [B, H, W, Cin] through `conv_matmul_grad`."""
+def forward_grads_conv(module: nn.Conv, x: jax.Array) -> jax.Array:
+  """nn.Conv's function for x [B, H, W, Cin] through `conv_forward_grads`."""
   kernel = module.get_variable("params", "kernel")
-  y = conv_matmul_grad(x, kernel, _explicit_padding(module.padding, *kernel.shape[:2]))
+  y = conv_forward_grads(x, kernel, _explicit_padding(module.padding, *kernel.shape[:2]))
   if module.use_bias:
     y = y + module.get_variable("params", "bias")
   return y
@@ -158,17 +167,51 @@ def _bn_mask_interceptor(mask: jax.Array) -> Callable:
   return interceptor
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def window_max(x: jax.Array, window: tuple) -> jax.Array:
+  """The max of each non-overlapping window [wh, ww] of x [B, H, W, C] (H, W multiples of it).
+  Its gradient goes to the first maximum of each window in row-major order, as lax's max-pool
+  gradient (select-and-scatter) does; one elementwise pass, where autodiff of a reshape and a
+  max would split ties, through a mask and a count materialised at the input's size."""
+  (wh, ww), (b, h, w, c) = window, x.shape
+  return x.reshape(b, h // wh, wh, w // ww, ww, c).max(axis=(2, 4))
+
+
+def _window_max_fwd(x, window):
+  return window_max(x, window), x
+
+
+def _window_max_bwd(window, x, dm):
+  (wh, ww), (b, h, w, c) = window, x.shape
+  x6 = x.reshape(b, h // wh, wh, w // ww, ww, c)
+  vals = [x6[:, :, i, :, j] for i in range(wh) for j in range(ww)]      # row-major window order
+  # The first maximum, from comparisons of the window's values with each other only: XLA may
+  # recompute x (a BatchNorm, say) in this pass to the last bit differently from the forward
+  # pass, so comparing with the forward's max could leave a window without its maximum.
+  grads = []
+  for k, v in enumerate(vals):
+    tests = [v > u for u in vals[:k]] + [v >= u for u in vals[k + 1:]]
+    hit = functools.reduce(jnp.logical_and, tests, jnp.ones(v.shape, bool))
+    grads.append(jnp.where(hit, dm, jnp.zeros_like(dm)))
+  rows = [jnp.stack(grads[i * ww:(i + 1) * ww], axis=3)             # [B, H/wh, W/ww, ww, C]
+          for i in range(wh)]
+  return (jnp.stack(rows, axis=2).reshape(x.shape),)
+
+
+window_max.defvjp(_window_max_fwd, _window_max_bwd)
+
+
 def reshape_max_pool(x, window_shape, strides=None, padding="VALID"):
-  """nn.max_pool for non-overlapping windows (strides == window, VALID) on [B, H, W, C] as a
-  reshape and a max: its gradient is a select, not XLA:CPU's slow select-and-scatter (80 ms
-  against 16 ms for a 128 x 28 x 28 x 32 input). Other pools go to nn.max_pool."""
+  """nn.max_pool for non-overlapping windows (strides == window, VALID) on [B, H, W, C] as
+  `window_max`: a reshape and a max, whose gradient is one select, not XLA:CPU's slow
+  select-and-scatter (80 ms against 16 ms for a 128 x 28 x 28 x 32 input). Other pools go to
+  nn.max_pool."""
   window = tuple(window_shape)
   if (x.ndim != 4 or len(window) != 2 or tuple(strides or (1, 1)) != window
       or padding != "VALID"):
     return _MAX_POOL(x, window_shape, strides=strides, padding=padding)
-  (wh, ww), (b, h, w, c) = window, x.shape
-  x = x[:, :h - h % wh, :w - w % ww]
-  return x.reshape(b, h // wh, wh, w // ww, ww, c).max(axis=(2, 4))
+  (wh, ww), (h, w) = window, x.shape[1:3]
+  return window_max(x[:, :h - h % wh, :w - w % ww], window)
 
 
 _MAX_POOL = nn.max_pool
@@ -181,7 +224,7 @@ def _matmul_layers(conv: str):
   trace and restored after it)."""
   nn.max_pool = reshape_max_pool
   try:
-    impl = im2col_conv if conv == "im2col" else matmul_grad_conv
+    impl = im2col_conv if conv == "im2col" else forward_grads_conv
     with nn.intercept_methods(_conv_interceptor(impl)):
       yield
   finally:
@@ -190,7 +233,7 @@ def _matmul_layers(conv: str):
 
 def with_conv(step: Callable, conv: str) -> Callable:
   """`step` traced with XLA's convolutions ('lax'), or with reshape max-pooling and im2col
-  convolutions ('im2col') or lax convolutions with matmul gradients ('matmul_grad'): the same
+  convolutions ('im2col') or forward convolutions for the gradients too ('forward'): the same
   function of the same parameters."""
   if conv == "lax":
     return step
@@ -239,32 +282,69 @@ def _run_steps(jitted, state, pool_x, pool_y, idx, mask, model_ids, seed, step0,
   return state, sums
 
 
-# XLA:CPU options of the loop's whole-epoch program: region-analysis copy insertion lets the
-# parameter and Adam-moment updates write in place (without it XLA copies params, mu and nu
-# every step: 26 copies in the Purchase100 MLP's step, 1.16x slower over an epoch of 16
-# models); the MLP's results are bit-identical.
-_CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+# XLA:CPU options of the loop's whole-epoch program:
+#  - region-analysis copy insertion lets the parameter and Adam-moment updates write in place
+#    (without it XLA copies params, mu and nu every step: 26 copies in the Purchase100 MLP's
+#    step, 1.16x slower over an epoch of 16 models); the MLP's results are bit-identical.
+#  - YNNPACK (XLA:CPU's kernel library for dots, reductions and convolutions) for dots and
+#    reductions only: its convolutions ran at half the speed of XLA's own when their output is
+#    written to memory (8.6 ms against 4.1 ms for the 128 x 14 x 14 x 32 -> 64 layer inside a
+#    loop; 3.8 ms when fused into a reduction); an epoch of 16 CNNs under conv='forward'
+#    ran 1.2 times as fast without them.
+# Options this jaxlib does not know are left out (`_cpu_compiler_options`).
+_CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True,
+                         "xla_cpu_experimental_ynn_fusion_type":
+                             "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+@functools.cache
+def _cpu_compiler_options() -> tuple:
+  """The entries of _CPU_COMPILER_OPTIONS this XLA accepts (each tried on a trivial program)."""
+  known = []
+  for name, value in _CPU_COMPILER_OPTIONS.items():
+    try:
+      jax.jit(lambda v: v + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
+      known.append((name, value))
+    except Exception:  # pylint: disable=broad-except
+      pass
+  return tuple(known)
+
 
 # Primitives that keep a step out of a loop: XLA:CPU ran an epoch of 16 CNNs with lax
 # convolutions inside one 40 times slower (184 s against 4.5 s, and 1e-5 off the step outside
-# one; forward convolutions alone ran at their speed, their gradients did not); pooling
-# windows and their gradients are kept out by caution.
+# one): the gradients of convolutions (a kernel gradient took 1.8 s inside a loop against 35 ms
+# outside), while forward convolutions ran at their speed (3.8 ms, 245 GFLOP/s, for the
+# 128 x 14 x 14 x 32 -> 64 layer). So a forward convolution, in the layouts and without the
+# groups or dilations of autodiff's transposes, may run in a loop (as conv='forward'
+# computes every convolution); pooling windows and their gradients are kept out by caution.
 _SLOW_IN_LOOPS = frozenset({"conv_general_dilated", "reduce_window", "reduce_window_sum",
                             "reduce_window_max", "reduce_window_min", "select_and_scatter_add",
                             "select_and_gather_add", "select_and_scatter"})
+_FORWARD_CONV_DIMS = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
+                                                  out_spec=(0, 3, 1, 2))
 
 
-def _primitives(jaxpr) -> set:
-  """The names of the primitives in `jaxpr` and in every jaxpr nested in it."""
-  names = set()
+def _fast_in_loops(eqn) -> bool:
+  """Whether `eqn`, a primitive of _SLOW_IN_LOOPS, is a plain forward convolution (NHWC input,
+  HWIO kernel, no groups, no dilation) that XLA:CPU runs at its speed inside a loop."""
+  p = eqn.params
+  return (eqn.primitive.name == "conv_general_dilated"
+          and p["dimension_numbers"] == _FORWARD_CONV_DIMS
+          and p["feature_group_count"] == 1 and p["batch_group_count"] == 1
+          and all(d == 1 for d in tuple(p["lhs_dilation"]) + tuple(p["rhs_dilation"])))
+
+
+def _slow_in_loops(jaxpr) -> bool:
+  """Whether `jaxpr` (or a jaxpr nested in it) holds a primitive XLA:CPU runs slowly in a loop."""
   for eqn in jaxpr.eqns:
-    names.add(eqn.primitive.name)
+    if eqn.primitive.name in _SLOW_IN_LOOPS and not _fast_in_loops(eqn):
+      return True
     for value in eqn.params.values():
       for sub in (value if isinstance(value, (tuple, list)) else (value,)):
         sub = getattr(sub, "jaxpr", sub)
-        if hasattr(sub, "eqns"):
-          names |= _primitives(sub)
-  return names
+        if hasattr(sub, "eqns") and _slow_in_loops(sub):
+          return True
+  return False
 
 
 def real_steps(mask: np.ndarray, active: np.ndarray, every_step: bool
@@ -323,7 +403,7 @@ def _epoch_program(step) -> Callable:
       return state, jax.tree.map(lambda a, v: a.at[m].set(v), sums, met)
     return jax.lax.fori_loop(0, num_models, one_model, (state, sums))
 
-  options = _CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  options = dict(_cpu_compiler_options()) if jax.default_backend() == "cpu" else None
   return jax.jit(epoch, donate_argnums=(0,), compiler_options=options)
 
 
@@ -346,7 +426,7 @@ def _loop(step, every_step: bool, epoch_jit: bool) -> Callable:
           one, jax.ShapeDtypeStruct((b,) + pool_x.shape[1:], pool_x.dtype),
           jax.ShapeDtypeStruct((b,) + pool_y.shape[1:], pool_y.dtype),
           jax.ShapeDtypeStruct((b,), mask.dtype), jax.random.key(0))
-      fits[key] = not (_primitives(jaxpr.jaxpr) & _SLOW_IN_LOOPS)
+      fits[key] = not _slow_in_loops(jaxpr.jaxpr)
     return fits[key]
 
   def loop_epoch(state, px, py, idx, mask, model_ids, seed, step0, active):
@@ -521,12 +601,13 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto") -> St
     one CPU               loop: one model's step already fills the cores, and the loop skips
                           the empty steps of models whose examples ran out. Against the former
                           loop (lax, one jitted step at a time), the loop with its epoch in one
-                          program ran 1.53-1.66 times as fast and vmap at 0.78-0.90 times
+                          program ran 1.49-1.67 times as fast and vmap at 0.78-0.91 times
                           (16 MLPs); for 16 CNNs vmap of lax convolutions at 0.27-0.52, vmap
-                          with im2col at 1.16-1.78, the loop with im2col step by step at
-                          1.50-1.82, in one program at 2.29-2.41
-  conv auto: im2col on a CPU for models with convolutions (1.8 times the speed of XLA's
-  convolution gradients and max-pooling), lax elsewhere.
+                          with im2col at 1.16-1.78, the loop with im2col in one program at
+                          2.29-3.30, with forward convolutions in one program at 5.06-5.42
+  conv auto, on a CPU for models with convolutions: forward under the loop (45% of the matmul
+  peak for the CNN, against 25% with im2col), im2col under the mappings that batch models; lax
+  elsewhere.
   """
   if strategy not in STRATEGIES:
     raise ConfigError(f"unknown ensemble strategy {strategy!r}; choose one of {list(STRATEGIES)} "
@@ -535,11 +616,16 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto") -> St
     raise ConfigError(f"unknown convolution {conv!r}; choose one of {list(CONVS + ('auto',))} "
                       "with --config.train.conv=NAME")
   cpu = jax.default_backend() == "cpu"
-  if conv == "auto":
-    conv = "im2col" if cpu and has_conv(model, sample_x) else "lax"
   if strategy == "auto":
     if jax.device_count() > 1:
       strategy = "sharded"
     else:
       strategy = "loop" if cpu else "vmap"
+  if conv == "auto":
+    if not (cpu and has_conv(model, sample_x)):
+      conv = "lax"
+    else:
+      # One model at a time: forward convolutions, gradients included. Models
+      # mapped together: batched matmuls (a vmapped convolution becomes a grouped one, slow).
+      conv = "forward" if strategy == "loop" else "im2col"
   return Strategy(mapping=strategy, conv=conv)
