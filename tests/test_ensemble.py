@@ -114,8 +114,8 @@ def test_compiler_options_this_xla_does_not_know_are_left_out(monkeypatch):
   try:
     known = dict(strategies._cpu_compiler_options())  # pylint: disable=protected-access
     assert "xla_no_such_option_anywhere" not in known
-    assert known and all(strategies._CPU_COMPILER_OPTIONS[k] == v  # pylint: disable=protected-access
-                         for k, v in known.items())
+    options = strategies._CPU_COMPILER_OPTIONS  # pylint: disable=protected-access
+    assert known and all(options[k] == v for k, v in known.items())
   finally:
     strategies._cpu_compiler_options.cache_clear()  # pylint: disable=protected-access
 
