@@ -5,8 +5,8 @@ r"""The audit of 64 CNNs on Fashion-MNIST (the Debian package's IDX files), size
 
 64 CNNs (conv 32, conv 64, dense 128) on random halves of a 4,000-example pool, 10 epochs,
 trained 16 models at a time (`train.chunk_size`: each chunk checkpointed and resumed on its
-own); about 10-15 minutes of training on a 2-core CPU under `train.strategy=auto` (see
-experiments/results/bench_ensemble.md). The logits store is float16 (half the memory; see
+own); about 4 minutes of training on a 2-core CPU under `train.strategy=auto` (the loop with
+forward convolutions; 6 minutes for the whole run; see experiments/results/bench_ensemble.md). The logits store is float16 (half the memory; see
 mia_jax/inference.py for what it costs the scores).
 `:quick` shrinks it to a smoke run (8 models, a 512-example pool, 1 epoch).
 """
