@@ -289,8 +289,8 @@ def _run_steps(jitted, state, pool_x, pool_y, idx, mask, model_ids, seed, step0,
 #  - YNNPACK (XLA:CPU's kernel library for dots, reductions and convolutions) for dots and
 #    reductions only: its convolutions ran at half the speed of XLA's own when their output is
 #    written to memory (8.6 ms against 4.1 ms for the 128 x 14 x 14 x 32 -> 64 layer inside a
-#    loop; 3.8 ms when fused into a reduction); an epoch of 16 CNNs under conv='forward'
-#    ran 1.2 times as fast without them.
+#    loop; 3.8 ms when fused into a reduction); an epoch of 8 CNNs under conv='forward'
+#    ran about 1.2 times as fast without them.
 # Options this jaxlib does not know are left out (`_cpu_compiler_options`).
 _CPU_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True,
                          "xla_cpu_experimental_ynn_fusion_type":
@@ -313,8 +313,8 @@ def _cpu_compiler_options() -> tuple:
 # Primitives that keep a step out of a loop: XLA:CPU ran an epoch of 16 CNNs with lax
 # convolutions inside one 40 times slower (184 s against 4.5 s, and 1e-5 off the step outside
 # one): the gradients of convolutions (a kernel gradient took 1.8 s inside a loop against 35 ms
-# outside), while forward convolutions ran at their speed (3.8 ms, 245 GFLOP/s, for the
-# 128 x 14 x 14 x 32 -> 64 layer). So a forward convolution, in the layouts and without the
+# outside), while forward convolutions ran at their speed (about 4 ms, 220-245 GFLOP/s, for
+# the 128 x 14 x 14 x 32 -> 64 layer). So a forward convolution, in the layouts and without the
 # groups or dilations of autodiff's transposes, may run in a loop (as conv='forward'
 # computes every convolution); pooling windows and their gradients are kept out by caution.
 _SLOW_IN_LOOPS = frozenset({"conv_general_dilated", "reduce_window", "reduce_window_sum",
