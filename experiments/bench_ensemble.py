@@ -119,22 +119,16 @@ def bandwidth(mib: int = 256, reps: int = 3) -> dict:
 def _matmul_flops(jaxpr) -> float:
   """2 * multiply-adds of the dot_generals and convolutions in `jaxpr` (nested ones included)."""
   total = 0.0
-  for eqn in jaxpr.eqns:
-    name = eqn.primitive.name
-    if name == "dot_general":
+  for eqn in _matmul_eqns(jaxpr):
+    if eqn.primitive.name == "dot_general":
       (lc, _), _ = eqn.params["dimension_numbers"]
       lhs = eqn.invars[0].aval.shape
       total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[d] for d in lc])
-    elif name == "conv_general_dilated":
+    else:
       rhs = eqn.invars[1].aval.shape
       spec = eqn.params["dimension_numbers"].rhs_spec      # (out, in, spatial...)
       per_out = np.prod([rhs[d] for d in spec[1:]])        # Cin / groups * kernel window
       total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * per_out
-    for value in eqn.params.values():
-      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
-        sub = getattr(sub, "jaxpr", sub)
-        if hasattr(sub, "eqns"):
-          total += _matmul_flops(sub)
   return total
 
 
@@ -154,16 +148,8 @@ def step_costs(model, tx, x, batch_size: int) -> dict:
 
 def _matmul_eqns(jaxpr) -> list:
   """The dot_general and conv_general_dilated equations of `jaxpr`, nested ones included."""
-  out = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
-      out.append(eqn)
-    for value in eqn.params.values():
-      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
-        sub = getattr(sub, "jaxpr", sub)
-        if hasattr(sub, "eqns"):
-          out += _matmul_eqns(sub)
-  return out
+  return [eqn for eqn in strategies.jaxpr_eqns(jaxpr)
+          if eqn.primitive.name in ("dot_general", "conv_general_dilated")]
 
 
 class MatmulsAlone:

@@ -334,17 +334,21 @@ def _fast_in_loops(eqn) -> bool:
           and all(d == 1 for d in tuple(p["lhs_dilation"]) + tuple(p["rhs_dilation"])))
 
 
-def _slow_in_loops(jaxpr) -> bool:
-  """Whether `jaxpr` (or a jaxpr nested in it) holds a primitive XLA:CPU runs slowly in a loop."""
+def jaxpr_eqns(jaxpr):
+  """Every equation of `jaxpr` and of every jaxpr nested in it (loops, calls, custom rules)."""
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name in _SLOW_IN_LOOPS and not _fast_in_loops(eqn):
-      return True
+    yield eqn
     for value in eqn.params.values():
       for sub in (value if isinstance(value, (tuple, list)) else (value,)):
         sub = getattr(sub, "jaxpr", sub)
-        if hasattr(sub, "eqns") and _slow_in_loops(sub):
-          return True
-  return False
+        if hasattr(sub, "eqns"):
+          yield from jaxpr_eqns(sub)
+
+
+def _slow_in_loops(jaxpr) -> bool:
+  """Whether `jaxpr` (or a jaxpr nested in it) holds a primitive XLA:CPU runs slowly in a loop."""
+  return any(eqn.primitive.name in _SLOW_IN_LOOPS and not _fast_in_loops(eqn)
+             for eqn in jaxpr_eqns(jaxpr))
 
 
 def real_steps(mask: np.ndarray, active: np.ndarray, every_step: bool
