@@ -76,6 +76,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.strategy = "auto"    # how the model axis is mapped: vmap | loop | shared |
                                     # sharded | auto
   config.train.conv = "auto"        # convolutions: auto | lax | im2col | forward
+  config.train.lanes = 0            # loop: groups of models trained at once, in threads;
+                                    # 0 = auto (2 on a CPU for models without convolutions)
   config.train.chunk_size = 0       # models trained (and checkpointed) together; 0 = all
 
   config.dp = ml_collections.ConfigDict()

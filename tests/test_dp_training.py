@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -11,7 +10,7 @@ from mia_jax import data
 from mia_jax.data import canaries, membership
 from mia_jax.errors import ConfigError
 from mia_jax.models import cnn, mlp
-from mia_jax.privacy import accounting, auditing, clipping
+from mia_jax.privacy import accounting, auditing
 from mia_jax.training import dp, steps
 
 from conftest import tiny_config

@@ -8,6 +8,7 @@ import pytest
 from mia_jax import inference
 from mia_jax.data import membership
 from mia_jax.models import cnn, mlp
+from mia_jax.errors import ConfigError
 from mia_jax.training import ensemble, strategies
 
 from test_training import toy_data, train_cfg
@@ -42,7 +43,8 @@ def test_every_strategy_trains_the_same_models(name):
     close(res.state.params, base.state.params)
     close(res.state.batch_stats, base.state.batch_stats)
     np.testing.assert_allclose(res.history[-1]["loss"], base.history[-1]["loss"], rtol=1e-4)
-  assert results["auto", "auto"].strategy == ("loop+forward" if name == "cnn_bn" else "loop")
+  assert results["auto", "auto"].strategy == ("loop+forward" if name == "cnn_bn"
+                                              else "loop+2lanes")
 
 
 def test_union_batches_masks_select_each_models_own_batch():
@@ -178,8 +180,21 @@ def test_logits_store_on_disk_equals_memory(tmp_path, dtype):
   np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), mem)
 
 
+def test_lanes_resolve_for_the_loop_only():
+  x = np.zeros((1, 4), np.float32)
+  assert strategies.resolve("loop", MODELS["mlp"], x).lanes == strategies.CPU_LANES
+  assert strategies.resolve("loop", MODELS["mlp"], x, lanes=3).name == "loop+3lanes"
+  assert strategies.resolve("loop", MODELS["mlp"], x, lanes=1).name == "loop"
+  assert strategies.resolve("vmap", MODELS["mlp"], x).lanes == 1
+  cnn_x = np.zeros((1, 6, 6, 1), np.float32)
+  assert strategies.resolve("auto", MODELS["cnn_bn"], cnn_x).name == "loop+forward"
+  with pytest.raises(ConfigError, match="loop strategy only"):
+    strategies.resolve("vmap", MODELS["mlp"], x, lanes=2)
+  with pytest.raises(ConfigError, match="integer >= 0"):
+    strategies.resolve("loop", MODELS["mlp"], x, lanes=-1)
+
+
 def test_unknown_strategy_is_a_config_error():
-  from mia_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match="strategy"):
     strategies.resolve("pmap", MODELS["mlp"], np.zeros((1, 4), np.float32))
 
@@ -195,6 +210,7 @@ def _epochs(strategy, model, step_cfg, x, y, keep, active, epochs=2, batch_size=
   ids = np.arange(keep.shape[0], dtype=np.int32)
   state = ensemble.init_ensemble(model, tx, 3, keep.shape[0], jnp.asarray(x[:1]), ids)
   run = strategy.epoch_fn(model, tx, step_cfg)
+  state = strategy.running(state)
   out, metrics = [], None
   for e in range(epochs):
     idx, mask = ensemble.epoch_batches(keep, batch_size, 3, e, ids)
@@ -203,7 +219,7 @@ def _epochs(strategy, model, step_cfg, x, y, keep, active, epochs=2, batch_size=
     if hasattr(run, "in_one_program"):
       out.append(run.in_one_program(state, *args[:4]))
     state, metrics = run(state, *args)
-  return jax.tree.map(np.asarray, (state, metrics)), out
+  return jax.tree.map(np.asarray, (strategy.stacked(state), metrics)), out
 
 
 @pytest.mark.parametrize("name,conv,optimizer", [("mlp", "lax", "adam"), ("cnn_bn", "im2col", "sgd"),
@@ -234,6 +250,13 @@ def test_loop_epoch_in_one_program_equals_step_by_step_and_vmap(name, conv, opti
                       active, epochs=0, optimizer=optimizer)[0]
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[1], b[1]), res["program"][0][0],
                untouched[0])
+  # Groups of models trained in lanes (threads) at once: each model computes what it computes
+  # in one lane, to the bit.
+  for label, epoch_jit in (("program", True), ("step", False)):
+    lanes = _epochs(strategies.Strategy("loop", conv, epoch_jit, lanes=2), model,
+                    steps.StepConfig(), x, y, keep, active, optimizer=optimizer)
+    assert lanes[1] == res[label][1]
+    jax.tree.map(np.testing.assert_array_equal, lanes[0], res[label][0])
 
 
 def test_loop_runs_every_dp_step_as_vmap_does():
@@ -255,3 +278,62 @@ def test_loop_runs_every_dp_step_as_vmap_does():
   assert used == [True, True]
   close(loop[0], vmap[0])
   close(step[0], vmap[0])
+
+
+def test_lane_groups_cover_the_models_and_round_trip():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  assert strategies.lane_bounds(5, 2) == ((0, 2), (2, 5))
+  assert strategies.lane_bounds(1, 2) == ((0, 1),)
+  assert strategies.lane_bounds(7, 3) == ((0, 2), (2, 5), (5, 7))
+  tree = {"w": jnp.arange(21.0).reshape(7, 3), "b": jnp.arange(7)}
+  for lanes in (1, 2, 3, 9):
+    s = strategies.Strategy("loop", lanes=lanes)
+    groups = s.running(tree)
+    assert len(groups) == min(lanes, 7)
+    assert [int(g["b"][0]) for g in groups] == [lo for lo, _ in strategies.lane_bounds(7, lanes)]
+    jax.tree.map(np.testing.assert_array_equal, s.stacked(groups), tree)
+  assert strategies.Strategy("vmap").running(tree) is tree
+
+
+def test_in_lanes_keeps_the_order_and_raises_what_a_task_raises():
+  import threading  # pylint: disable=g-import-not-at-top
+  threads = set()
+  def task(i):
+    threads.add(threading.get_ident())
+    return i * i
+  tasks = [lambda i=i: task(i) for i in range(7)]
+  assert strategies.in_lanes(tasks, 3) == [i * i for i in range(7)]
+  assert strategies.in_lanes(tasks, 1) == [i * i for i in range(7)]
+  def fails():
+    raise ValueError("lane failed")
+  with pytest.raises(ValueError, match="lane failed"):
+    strategies.in_lanes(tasks[:2] + [fails], 2)
+
+
+def test_loop_in_lanes_resumes_and_stops_early_as_vmap_does(tmp_path):
+  """The MLP's loop on a CPU runs in two lanes: early stopping, checkpoints and resuming see
+  the ensemble's stacked state, and the models equal vmap's."""
+  class Killed(Exception):
+    pass
+  x, y = toy_data(n=48, shape=(6,))
+  keep = membership.keep_matrix(0, 5, 48)
+  vx, vy = x[:12], (y[:12] + 1) % 3
+  model = MODELS["mlp"]
+  def run(strategy, ckpt=None, log=lambda s: None):
+    cfg = train_cfg(epochs=5, batch_size=8, strategy=strategy, early_stopping_patience=2,
+                    learning_rate=0.05)
+    return ensemble.train_ensemble(model, cfg, x, y, keep, seed=1, val=(vx, vy),
+                                   checkpoint_dir=ckpt, log=log)
+  vmap = run("vmap")
+  full = run("loop", str(tmp_path / "full"))
+  assert full.strategy == "loop+2lanes"
+  def kill_after_epoch_2(line):
+    if line.startswith("epoch 2/"):
+      raise Killed()
+  with pytest.raises(Killed):
+    run("loop", str(tmp_path / "cut"), kill_after_epoch_2)
+  resumed = run("loop", str(tmp_path / "cut"))
+  assert resumed.resumed_from == 2
+  jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
+  close(full.state, vmap.state)
+  assert [h["val_accuracy"] for h in full.history] == [h["val_accuracy"] for h in vmap.history]

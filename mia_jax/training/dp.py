@@ -13,7 +13,6 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import ml_collections
 import numpy as np
 

@@ -150,7 +150,8 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
   # DP-SGD's fast clipping intercepts nn.Conv itself (per-example norms from patches), so the
   # im2col rewrite of convolutions, another interceptor, is not stacked on top of it.
   conv = "lax" if dp_plan is not None else cfg.get("conv", "auto")
-  strategy = strategies.resolve(cfg.strategy, model, pool_x[:1], conv)
+  strategy = strategies.resolve(cfg.strategy, model, pool_x[:1], conv,
+                                lanes=cfg.get("lanes", 0))
   patience = int(cfg.early_stopping_patience)
   if patience > 0 and val is None:
     raise ConfigError("early stopping needs a validation split; set --config.data.val_size>0")
@@ -244,7 +245,7 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     final = best if best is not None else state
     return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, start, resumed_from)
 
-  state = strategy.put(state)
+  state = strategy.running(strategy.put(state))
   best = strategy.put(best) if best is not None else None
   run_epoch = strategy.epoch_fn(model, tx, step_cfg)
   eval_fn = strategy.eval_fn(model) if patience > 0 else None
@@ -269,10 +270,12 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     count = np.maximum(metrics["count"], 1)
     record = {"epoch": epoch + 1, "loss": (metrics["loss_sum"] / count)[:num_real].tolist(),
               "accuracy": (metrics["correct"] / count)[:num_real].tolist()}
+    stacked = None
     if eval_fn is not None:
-      val_acc = strategy.get(eval_fn(state.params, state.batch_stats, *vals))
+      stacked = strategy.stacked(state)
+      val_acc = strategy.get(eval_fn(stacked.params, stacked.batch_stats, *vals))
       improved = np.asarray(es["active"]) & (val_acc > np.asarray(es["best_val"]))
-      best = select(strategy.put(improved), best, state)
+      best = select(strategy.put(improved), best, stacked)
       for m in range(n):
         if not es["active"][m]:
           continue
@@ -290,7 +293,9 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     epoch += 1
     done = epoch >= epochs or not any(es["active"])
     if ckpt is not None:
-      ckpt.save(epoch, strategy.get((state, best)), {"early_stopping": es, "history": history})
+      stacked = strategy.stacked(state) if stacked is None else stacked
+      ckpt.save(epoch, strategy.get((stacked, best)), {"early_stopping": es, "history": history})
+    del stacked
     examples = float(metrics["count"].sum())
     left = (epochs - epoch) * np.mean([h["seconds"] for h in history[resumed_from:]])
     line = f"epoch {epoch}/{epochs}  loss {np.mean(record['loss']):.4f}  "
@@ -305,5 +310,5 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
         f"time left {0 if done else left:.0f}s")
   if ckpt is not None:
     ckpt.close()
-  final = strategy.get(best if best is not None else state)
+  final = strategy.get(best if best is not None else strategy.stacked(state))
   return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, epoch, resumed_from)

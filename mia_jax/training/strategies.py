@@ -11,7 +11,9 @@ Every strategy runs the same single-model `steps.train_step` on the same batches
            whole epoch is one jitted program (a loop over the models, each a loop over its
            steps; the batch gathered inside; the state donated and updated in place), compiled
            with XLA:CPU's region-analysis copy insertion, which drops the copies of the
-           parameters and Adam moments XLA otherwise makes every step. A step with lax
+           parameters and Adam moments XLA otherwise makes every step. With `lanes` > 1 (auto:
+           2 on a CPU for models without convolutions) the models are split into that many
+           groups, each with its epoch program in its own thread, run at once. A step with lax
            convolutions or pooling windows (XLA:CPU ran convolution gradients 40 times slower
            inside a loop) runs as one jitted single-model step at a time, as does
            Strategy(epoch_jit=False) (the former path, kept to compare against). Both train
@@ -44,6 +46,7 @@ Dropout and augmentation draw per batch position: under `shared` (a different ba
 they draw differently, so `shared` equals the others exactly only without them.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -63,6 +66,12 @@ MAPPINGS = ("vmap", "loop", "shared", "sharded")
 STRATEGIES = MAPPINGS + ("auto",)
 CONVS = ("lax", "im2col", "forward")
 AXIS = "models"
+# Lanes of the loop on a CPU for models without convolutions: groups of models trained at once,
+# each group's epoch one program in its own thread (`in_lanes`). Measured on 2 cores (16
+# Purchase100 MLPs): two lanes 1.23 times as fast as one (5.2 against 6.4 ms a model-step);
+# three or six no faster than two. A CNN's convolutions already fill the cores: two lanes ran
+# its epoch 0.96 times as fast as one, so a model with convolutions keeps one lane.
+CPU_LANES = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,8 +398,11 @@ def _model_steps(step) -> Callable:
 
 
 def _epoch_program(step) -> Callable:
-  """The loop's whole epoch as one jitted program (the stacked state donated): for each model,
-  its state sliced out, its steps run in a loop, its state written back in place."""
+  """An epoch of a group of models (a lane's) as one jitted program, on their stacked state
+  (donated): for each model, its state sliced out, its steps run in a loop, its state written
+  back in place. One program per epoch, not one per model: XLA:CPU allocates a program's
+  temporary buffers afresh at each call, and first writes to them fault pages in (about 12,000
+  page faults, 14 ms, for the CNN's step, whose step takes 23 ms)."""
   run = _model_steps(step)
 
   def epoch(state, pool_x, pool_y, idx, mask, model_ids, seed, step0, active, order, counts):
@@ -411,20 +423,54 @@ def _epoch_program(step) -> Callable:
   return jax.jit(epoch, donate_argnums=(0,), compiler_options=options)
 
 
-def _loop(step, every_step: bool, epoch_jit: bool) -> Callable:
-  """The loop strategy's epoch function: the whole epoch as one program (`_epoch_program`)
-  when `epoch_jit` and the step has none of _SLOW_IN_LOOPS, else one jitted step at a time."""
+def lane_bounds(num_models: int, lanes: int) -> tuple:
+  """The models [lo, hi) of each lane: contiguous groups, as equal in size as can be."""
+  edges = np.linspace(0, num_models, min(lanes, num_models) + 1).round().astype(int)
+  return tuple((int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _split(tree, bounds):
+  return tuple(jax.tree.map(lambda a, lo=lo, hi=hi: a[lo:hi], tree) for lo, hi in bounds)
+
+
+@jax.jit
+def _concat(*trees):
+  return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+
+
+def in_lanes(tasks: list[Callable], lanes: int) -> list:
+  """Runs `tasks` (callables without arguments, independent of each other) in `lanes` threads,
+  each taking the next task when done with its last; the results in the order of `tasks`.
+
+  XLA:CPU runs a program in the thread that calls it, and one program alone leaves the cores
+  idle part of the time (between its kernels, and in kernels that run on one thread): two at
+  once fill them. Every task computes what it would alone, so the results do not depend on
+  `lanes`. JAX's thread-local contexts (`with jax.default_device(...)`, say) do not reach the
+  lanes' threads.
+  """
+  if lanes <= 1 or len(tasks) <= 1:
+    return [task() for task in tasks]
+  with concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="mia_jax-lane") as pool:
+    return list(pool.map(lambda task: task(), tasks))
+
+
+def _loop(step, every_step: bool, epoch_jit: bool, lanes: int = 1) -> Callable:
+  """The loop strategy's epoch function, on the ensemble's state split into lanes
+  (`Strategy.running`: a tuple of stacked groups of models): each lane's epoch as one program
+  (`_epoch_program`) when `epoch_jit` and the step has none of _SLOW_IN_LOOPS, else one jitted
+  step at a time; the lanes in threads at once (`in_lanes`)."""
   per_step = _jit_step(_single(step))
   program = _epoch_program(step) if epoch_jit else None
   fits = {}                      # input shapes -> whether the step may run inside a loop
+  compiled = set()               # input shapes the lanes' programs were compiled for
 
-  def in_one_program(state, pool_x, pool_y, idx, mask) -> bool:
+  def in_one_program(groups, pool_x, pool_y, idx, mask) -> bool:
     if program is None:
       return False
-    leaves, tree = jax.tree.flatten((state, pool_x, pool_y, idx, mask))
-    key = (tree, tuple((a.shape, str(a.dtype)) for a in leaves))
+    key = _shapes_key((groups[0], pool_x, pool_y, idx, mask))
     if key not in fits:
-      one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state)
+      one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), groups[0])
       b = idx.shape[-1]
       jaxpr = jax.make_jaxpr(step)(
           one, jax.ShapeDtypeStruct((b,) + pool_x.shape[1:], pool_x.dtype),
@@ -433,18 +479,46 @@ def _loop(step, every_step: bool, epoch_jit: bool) -> Callable:
       fits[key] = not _slow_in_loops(jaxpr.jaxpr)
     return fits[key]
 
-  def loop_epoch(state, px, py, idx, mask, model_ids, seed, step0, active):
-    order, counts = real_steps(np.asarray(mask), np.asarray(active), every_step)
-    if in_one_program(state, px, py, idx, mask):
-      return program(state, px, py, idx, mask, model_ids, seed, step0, active, order, counts)
+  def loop_epoch(groups, px, py, idx, mask, model_ids, seed, step0, active):
     idx, mask = np.asarray(idx), np.asarray(mask)
-    outs = [_run_steps(per_step, jax.tree.map(lambda a: a[m:m + 1], state), px, py,
-                       jnp.asarray(idx[:, m:m + 1]), jnp.asarray(mask[:, m:m + 1]),
-                       model_ids[m:m + 1], seed, step0, active[m:m + 1], order[m, :counts[m]])
-            for m in range(len(model_ids))]
-    return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+    model_ids, active = np.asarray(model_ids), np.asarray(active)
+    order, counts = real_steps(mask, active, every_step)
+    whole = in_one_program(groups, px, py, idx, mask)
+    sizes = [jax.tree.leaves(g)[0].shape[0] for g in groups]
+    starts = np.cumsum([0] + sizes)
+    groups = list(groups)
+
+    def lane(g):
+      state, groups[g] = groups[g], None       # donated: the list keeps no deleted arrays
+      lo, hi = starts[g], starts[g + 1]
+      if whole:
+        out = program(state, px, py, idx[:, lo:hi], mask[:, lo:hi], model_ids[lo:hi], seed,
+                      step0, active[lo:hi], order[lo:hi], counts[lo:hi])
+      else:
+        outs = [_run_steps(per_step, jax.tree.map(lambda a: a[m:m + 1], state), px, py,
+                           jnp.asarray(idx[:, lo + m:lo + m + 1]),
+                           jnp.asarray(mask[:, lo + m:lo + m + 1]),
+                           model_ids[lo + m:lo + m + 1], seed, step0,
+                           active[lo + m:lo + m + 1], order[lo + m, :counts[lo + m]])
+                for m in range(hi - lo)]
+        out = jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+      return jax.block_until_ready(out)
+
+    tasks = [functools.partial(lane, g) for g in range(len(groups))]
+    key = (whole, tuple(sizes), _shapes_key((groups[0], px, py, idx, mask)))
+    if key not in compiled and len(tasks) > 1:    # compiled once, not by every lane at once
+      tasks[0] = (lambda first: lambda: first)(tasks[0]())
+      compiled.add(key)
+    outs = in_lanes(tasks, lanes)
+    metrics = {k: np.concatenate([np.asarray(o[1][k]) for o in outs]) for k in outs[0][1]}
+    return tuple(o[0] for o in outs), metrics
   loop_epoch.in_one_program = in_one_program
   return loop_epoch
+
+
+def _shapes_key(tree) -> tuple:
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves)
 
 
 def _vmapped(step):
@@ -499,15 +573,20 @@ def union_batches(idx: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nda
 class Strategy:
   """A resolved strategy. `mapping` in MAPPINGS; `conv` in CONVS. `epoch_jit` (the loop only):
   the whole epoch as one jitted program where the step allows it; False: one jitted step at a
-  time (the former path, kept for comparison)."""
+  time (the former path, kept for comparison). `lanes` (the loop only): how many models train
+  at once, each in its own thread (`in_lanes`)."""
   mapping: str
   conv: str = "lax"
   epoch_jit: bool = True
+  lanes: int = 1
 
   @property
   def name(self) -> str:
+    if self.mapping != "loop":
+      return self.mapping + ("" if self.conv == "lax" else "+" + self.conv)
     return (self.mapping + ("" if self.conv == "lax" else "+" + self.conv)
-            + ("" if self.epoch_jit or self.mapping != "loop" else "+stepjit"))
+            + ("" if self.epoch_jit else "+stepjit")
+            + ("" if self.lanes == 1 else f"+{self.lanes}lanes"))
 
   # Placement --------------------------------------------------------------------------------
   @functools.cached_property
@@ -544,6 +623,21 @@ class Strategy:
       return multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
+  def running(self, state: Any) -> Any:
+    """The stacked ensemble state [M, ...] in the form `epoch_fn` takes and returns: the
+    loop's, a tuple of its lanes' groups of models (`lane_bounds`), each stacked (so its epochs
+    do not copy the ensemble in and out of one array); the others', the stacked state."""
+    if self.mapping != "loop":
+      return state
+    bounds = lane_bounds(jax.tree.leaves(state)[0].shape[0], self.lanes)
+    return (state,) if len(bounds) == 1 else _split(state, bounds)
+
+  def stacked(self, state: Any) -> Any:
+    """The inverse of `running`: the stacked state [M, ...]."""
+    if self.mapping != "loop":
+      return state
+    return state[0] if len(state) == 1 else _concat(*state)
+
   # Epochs -----------------------------------------------------------------------------------
   def epoch_fn(self, model: nn.Module, tx, step_cfg: steps.StepConfig) -> Callable:
     """The epoch function (signature above) of this strategy, jitted once; the state is
@@ -573,7 +667,8 @@ class Strategy:
     if self.mapping == "loop":
       # A model skips its steps without a real example (a no-op, except under DP-SGD): the
       # loop does the work of the real batches only.
-      return _loop(step, every_step=step_cfg.dp is not None, epoch_jit=self.epoch_jit)
+      return _loop(step, every_step=step_cfg.dp is not None, epoch_jit=self.epoch_jit,
+                   lanes=self.lanes)
     raise ValueError(self.mapping)
 
   def eval_fn(self, model: nn.Module) -> Callable:
@@ -599,7 +694,8 @@ def has_conv(model: nn.Module, sample_x) -> bool:
   return bool(found)
 
 
-def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto") -> Strategy:
+def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto", lanes: int = 0
+            ) -> Strategy:
   """The strategy for `strategy` in STRATEGIES ('auto': by backend and model family).
 
   auto (measured side by side on a 2-core CPU, experiments/results/bench_ensemble.md):
@@ -615,6 +711,8 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto") -> St
   conv auto, on a CPU for models with convolutions: forward under the loop (45% of the matmul
   peak for the CNN, against 25% with im2col), im2col under the mappings that batch models; lax
   elsewhere.
+  lanes 0 (auto): CPU_LANES for the loop on a CPU for models without convolutions (see there),
+  else 1.
   """
   if strategy not in STRATEGIES:
     raise ConfigError(f"unknown ensemble strategy {strategy!r}; choose one of {list(STRATEGIES)} "
@@ -622,17 +720,25 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto") -> St
   if conv not in CONVS + ("auto",):
     raise ConfigError(f"unknown convolution {conv!r}; choose one of {list(CONVS + ('auto',))} "
                       "with --config.train.conv=NAME")
+  if not isinstance(lanes, (int, np.integer)) or lanes < 0:
+    raise ConfigError(f"train.lanes={lanes!r} must be an integer >= 0 (0: auto)")
+  if lanes > 1 and strategy not in ("loop", "auto"):
+    raise ConfigError(f"train.lanes={lanes} applies to the loop strategy only, not to "
+                      f"{strategy!r}; set --config.train.lanes=0")
   cpu = jax.default_backend() == "cpu"
+  convs = cpu and has_conv(model, sample_x)
   if strategy == "auto":
     if jax.device_count() > 1:
       strategy = "sharded"
     else:
       strategy = "loop" if cpu else "vmap"
   if conv == "auto":
-    if not (cpu and has_conv(model, sample_x)):
+    if not convs:
       conv = "lax"
     else:
       # One model at a time: forward convolutions, gradients included. Models
       # mapped together: batched matmuls (a vmapped convolution becomes a grouped one, slow).
       conv = "forward" if strategy == "loop" else "im2col"
-  return Strategy(mapping=strategy, conv=conv)
+  if lanes == 0 or strategy != "loop":     # lanes given with auto: where it picks the loop
+    lanes = CPU_LANES if strategy == "loop" and cpu and not convs else 1
+  return Strategy(mapping=strategy, conv=conv, lanes=lanes)
