@@ -218,7 +218,7 @@ class Runner:
     tx = optim.make_optimizer(cfg, self.spe)
     self.ids = np.arange(keep.shape[0], dtype=np.int32)
     state = ensemble.init_ensemble(model, tx, 0, keep.shape[0], jnp.asarray(x[:1]), self.ids)
-    self.state = strategy.running(strategy.put(jax.tree.map(np.asarray, state)))
+    self.state = strategy.running(jax.tree.map(np.asarray, state))
     self.run = strategy.epoch_fn(model, tx, steps.StepConfig())
     self.px, self.py = strategy.replicate((x, y))
     self.model_ids = strategy.put(self.ids)

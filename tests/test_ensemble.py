@@ -219,7 +219,7 @@ def _epochs(strategy, model, step_cfg, x, y, keep, active, epochs=2, batch_size=
     if hasattr(run, "in_one_program"):
       out.append(run.in_one_program(state, *args[:4]))
     state, metrics = run(state, *args)
-  return jax.tree.map(np.asarray, (strategy.stacked(state), metrics)), out
+  return (strategy.get_stacked(state), jax.tree.map(np.asarray, metrics)), out
 
 
 @pytest.mark.parametrize("name,conv,optimizer", [("mlp", "lax", "adam"), ("cnn_bn", "im2col", "sgd"),
@@ -292,7 +292,10 @@ def test_lane_groups_cover_the_models_and_round_trip():
     assert len(groups) == min(lanes, 7)
     assert [int(g["b"][0]) for g in groups] == [lo for lo, _ in strategies.lane_bounds(7, lanes)]
     jax.tree.map(np.testing.assert_array_equal, s.stacked(groups), tree)
-  assert strategies.Strategy("vmap").running(tree) is tree
+    jax.tree.map(np.testing.assert_array_equal, s.get_stacked(groups), tree)
+    host = s.running(jax.tree.map(np.asarray, tree))
+    jax.tree.map(np.testing.assert_array_equal, s.get_stacked(host), tree)
+  jax.tree.map(np.testing.assert_array_equal, strategies.Strategy("vmap").running(tree), tree)
 
 
 def test_in_lanes_keeps_the_order_and_raises_what_a_task_raises():

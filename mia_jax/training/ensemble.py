@@ -245,7 +245,7 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     final = best if best is not None else state
     return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, start, resumed_from)
 
-  state = strategy.running(strategy.put(state))
+  state = strategy.running(state)
   best = strategy.put(best) if best is not None else None
   run_epoch = strategy.epoch_fn(model, tx, step_cfg)
   eval_fn = strategy.eval_fn(model) if patience > 0 else None
@@ -293,8 +293,9 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     epoch += 1
     done = epoch >= epochs or not any(es["active"])
     if ckpt is not None:
-      stacked = strategy.stacked(state) if stacked is None else stacked
-      ckpt.save(epoch, strategy.get((stacked, best)), {"early_stopping": es, "history": history})
+      host = strategy.get_stacked(state) if stacked is None else strategy.get(stacked)
+      ckpt.save(epoch, (host, strategy.get(best)), {"early_stopping": es, "history": history})
+      del host
     del stacked
     examples = float(metrics["count"].sum())
     left = (epochs - epoch) * np.mean([h["seconds"] for h in history[resumed_from:]])
@@ -310,5 +311,5 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
         f"time left {0 if done else left:.0f}s")
   if ckpt is not None:
     ckpt.close()
-  final = strategy.get(best if best is not None else strategy.stacked(state))
+  final = strategy.get(best) if best is not None else strategy.get_stacked(state)
   return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, epoch, resumed_from)

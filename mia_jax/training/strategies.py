@@ -429,11 +429,6 @@ def lane_bounds(num_models: int, lanes: int) -> tuple:
   return tuple((int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]))
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _split(tree, bounds):
-  return tuple(jax.tree.map(lambda a, lo=lo, hi=hi: a[lo:hi], tree) for lo, hi in bounds)
-
-
 @jax.jit
 def _concat(*trees):
   return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
@@ -624,19 +619,29 @@ class Strategy:
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
   def running(self, state: Any) -> Any:
-    """The stacked ensemble state [M, ...] in the form `epoch_fn` takes and returns: the
-    loop's, a tuple of its lanes' groups of models (`lane_bounds`), each stacked (so its epochs
-    do not copy the ensemble in and out of one array); the others', the stacked state."""
+    """The stacked ensemble state [M, ...] (host or device arrays) placed (`put`) in the form
+    `epoch_fn` takes and returns: the loop's, a tuple of its lanes' groups of models
+    (`lane_bounds`), each stacked (so its epochs do not copy the ensemble in and out of one
+    array; host arrays are placed group by group, without a stacked copy on the device); the
+    others', the stacked state."""
     if self.mapping != "loop":
-      return state
+      return self.put(state)
     bounds = lane_bounds(jax.tree.leaves(state)[0].shape[0], self.lanes)
-    return (state,) if len(bounds) == 1 else _split(state, bounds)
+    return tuple(jax.tree.map(lambda a, lo=lo, hi=hi: jnp.asarray(a[lo:hi]), state)
+                 for lo, hi in bounds)
 
   def stacked(self, state: Any) -> Any:
-    """The inverse of `running`: the stacked state [M, ...]."""
+    """The inverse of `running`: the stacked state [M, ...] on the device."""
     if self.mapping != "loop":
       return state
     return state[0] if len(state) == 1 else _concat(*state)
+
+  def get_stacked(self, state: Any) -> Any:
+    """A host (numpy) copy of the stacked state, from the form `running` gives (the loop's
+    groups concatenated on the host, without a stacked copy on the device)."""
+    if self.mapping != "loop" or len(state) == 1:
+      return self.get(self.stacked(state))
+    return jax.tree.map(lambda *a: np.concatenate(a), *self.get(state))
 
   # Epochs -----------------------------------------------------------------------------------
   def epoch_fn(self, model: nn.Module, tx, step_cfg: steps.StepConfig) -> Callable:
