@@ -11,6 +11,7 @@ from mia_jax.models import cnn, mlp
 from mia_jax.errors import ConfigError
 from mia_jax.training import ensemble, strategies
 
+from test_dp_training import dp_cfg
 from test_training import toy_data, train_cfg
 
 
@@ -278,6 +279,30 @@ def test_loop_runs_every_dp_step_as_vmap_does():
   assert used == [True, True]
   close(loop[0], vmap[0])
   close(step[0], vmap[0])
+
+
+def test_dp_cnn_runs_forward_convolutions_in_the_loops_program():
+  """DP-SGD's clipping sees every convolution under conv='forward' and 'im2col' (the rewrite
+  is registered inside its interceptor): the DP step of a CNN runs in the loop's epoch program
+  and trains the models of vmap with lax convolutions."""
+  from mia_jax.training import dp as dp_lib, steps  # pylint: disable=g-import-not-at-top
+  x, y = toy_data(n=40, shape=(8, 8, 1))
+  keep = membership.keep_matrix(0, 3, 40)
+  model = cnn.CNN(channels=(4, 8), num_classes=3, dense=8, norm="group")
+  step_cfg = steps.StepConfig(dp=dp_lib.DPStepConfig(clip_norm=1.0, noise_multiplier=1.0,
+                                                     expected_batch_size=8.0))
+  active = np.ones(3, np.float32)
+  base, _ = _epochs(strategies.Strategy("vmap", "lax"), model, step_cfg, x, y, keep, active)
+  for strategy in (strategies.Strategy("loop", "forward"), strategies.Strategy("vmap", "im2col")):
+    res, used = _epochs(strategy, model, step_cfg, x, y, keep, active)
+    assert used == ([True, True] if strategy.mapping == "loop" else [])
+    close(res, base, rtol=1e-4, atol=1e-5)
+  # The trainer no longer falls back to lax convolutions under DP-SGD.
+  plan = dp_lib.plan(dp_cfg(enabled=True, noise_multiplier=1.0), keep, 8, 1)
+  res = ensemble.train_ensemble(model, train_cfg(epochs=1, batch_size=8, strategy="auto"), x, y,
+                                keep, seed=0, log=lambda s: None, dp_plan=plan)
+  assert res.strategy == "loop+forward"
+  assert np.isfinite(res.history[-1]["loss"]).all()
 
 
 def test_lane_groups_cover_the_models_and_round_trip():

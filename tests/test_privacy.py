@@ -287,3 +287,19 @@ def test_noise_under_vmap_matches_per_model():
     one = jax.jit(g)(keys[m], jax.tree.map(lambda v, m=m: v[m], grads), 9)
     jax.tree.map(lambda a, b, m=m: np.testing.assert_allclose(a[m], b, rtol=1e-6, atol=1e-7),
                  batched, one)
+
+
+@pytest.mark.parametrize("padding,ks", [("SAME", (3, 3)), ("VALID", (3, 3)), ("SAME", (2, 3)),
+                                        ("VALID", (1, 2))])
+def test_slice_patches_equal_lax_patches(padding, ks):
+  """The ghost norms' patches as shifted slices (loop-friendly) equal lax's identity-kernel
+  convolution, in its C_in-major order, SAME's uneven padding of even kernels included."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from mia_jax.privacy import ghost  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 6, 3)), jnp.float32)
+  fast, _ = ghost._conv_patches(nn.Conv(4, ks, padding=padding), x)
+  dn = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
+                                    out_spec=(0, 3, 1, 2))
+  ref = jax.lax.conv_general_dilated_patches(x, ks, (1, 1), padding, dimension_numbers=dn,
+                                             precision=jax.lax.Precision.HIGHEST)
+  np.testing.assert_array_equal(fast, ref.reshape(2, -1, ref.shape[-1]))

@@ -28,6 +28,8 @@ class DPStepConfig:
   expected_batch_size: float
   method: str = "fast"           # per-example clipping: fast (ghost) | reference (jax_privacy)
   microbatch_size: int | None = None
+  conv: str = "lax"              # the model's convolutions (strategies.with_conv), set by the
+                                 # ensemble strategy
 
 
 def noisy_grad(model: nn.Module, params: Any, x, y, mask, dropout_key, noise_key,
@@ -36,7 +38,8 @@ def noisy_grad(model: nn.Module, params: Any, x, y, mask, dropout_key, noise_key
 
   (sum_i mask_i clip_C(g_i) + N(0, (sigma C)^2 I)) / expected_batch_size.
   """
-  apply_fn = clipping.apply_fn_for(model, train=True)
+  from mia_jax.training import strategies  # pylint: disable=g-import-not-at-top
+  apply_fn = strategies.with_conv(clipping.apply_fn_for(model, train=True), cfg.conv)
   total, aux = clipping.clipped_grad_sum(
       apply_fn, params, x, y, mask, clip_norm=cfg.clip_norm, method=cfg.method,
       microbatch_size=cfg.microbatch_size, label_smoothing=label_smoothing, rng=dropout_key)

@@ -147,10 +147,7 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
     batches = functools.partial(curriculum.curriculum_epoch_batches,
                                 difficulty=np.asarray(difficulty, np.float64),
                                 pacing=curriculum.schedule_for(cfg.curriculum, int(cfg.epochs)))
-  # DP-SGD's fast clipping intercepts nn.Conv itself (per-example norms from patches), so the
-  # im2col rewrite of convolutions, another interceptor, is not stacked on top of it.
-  conv = "lax" if dp_plan is not None else cfg.get("conv", "auto")
-  strategy = strategies.resolve(cfg.strategy, model, pool_x[:1], conv,
+  strategy = strategies.resolve(cfg.strategy, model, pool_x[:1], cfg.get("conv", "auto"),
                                 lanes=cfg.get("lanes", 0))
   patience = int(cfg.early_stopping_patience)
   if patience > 0 and val is None:

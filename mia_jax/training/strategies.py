@@ -647,8 +647,14 @@ class Strategy:
   def epoch_fn(self, model: nn.Module, tx, step_cfg: steps.StepConfig) -> Callable:
     """The epoch function (signature above) of this strategy, jitted once; the state is
     donated."""
-    step = with_conv(functools.partial(steps.train_step, model=model, tx=tx, cfg=step_cfg),
-                     self.conv)
+    conv = self.conv
+    if step_cfg.dp is not None and conv != "lax":
+      # DP-SGD's fast clipping intercepts nn.Conv itself (its inputs, for per-example norms);
+      # flax calls the interceptor registered first first, so the rewrite of convolutions is
+      # registered inside the clipping's: around the model's apply (dp.noisy_grad).
+      step_cfg = dataclasses.replace(step_cfg, dp=dataclasses.replace(step_cfg.dp, conv=conv))
+      conv = "lax"
+    step = with_conv(functools.partial(steps.train_step, model=model, tx=tx, cfg=step_cfg), conv)
     if self.mapping == "sharded":
       return functools.partial(_run_steps, _jit_step(_vmapped(step)))
     if self.mapping == "vmap":
