@@ -5,9 +5,9 @@
 
 Workloads (synthetic inputs of the real shapes: time does not depend on the values):
   mlp  16 copies of the Purchase100 network (600-1024-512-256-128-100, tanh; 1.32M parameters),
-       a pool of 4,096 examples, pkeep 0.5, batch 128, Adam.
+       a pool of 2,048 examples, pkeep 0.5, batch 128, Adam.
   cnn  16 copies of the Fashion-MNIST CNN (conv 32, conv 64, each 3x3 + relu + 2x2 max-pool,
-       global average pool, dense 128, dense 10) on 28x28x1 inputs, a pool of 1,024, pkeep 0.5,
+       global average pool, dense 128, dense 10) on 28x28x1 inputs, a pool of 512, pkeep 0.5,
        batch 128, Adam.
 For each strategy: the time of one training epoch of all 16 models (host-side batching
 included), the median over rounds in which every strategy runs one epoch in turn (side by side,
@@ -24,8 +24,12 @@ and axpy of a 256 MiB float32 array, the faster of the two), and a model-step ta
      parameter; + the batch gather's reads and writes) / bandwidth,
 so the best attainable training FLOP/s fraction is FLOPs / (that time * peak): the "bound"
 column; "of bound" is each strategy's fraction of the peak over it.
-The loop runs each epoch as one jitted program where the step allows it (no convolution):
-"jit per step (before)" rows run the former path, one jitted step at a time, side by side.
+The loop runs each epoch as one jitted program where the step allows it (no autodiff
+convolution gradients), in lanes (groups of models, one program each, in threads at once) where
+`auto` says: "jit per step" rows run the former path, one jitted step at a time, side by side.
+DP-SGD CNNs: 4 CNNs with GroupNorm trained with DP-SGD (fast clipping, sigma 1, C 1), the
+former path (lax convolutions, one jitted step at a time) against the loop with forward
+convolutions, and the same CNNs without DP under auto, side by side.
 CNN breakdown: one batch's convolutions, their weight and input gradients, ReLU + max-pool and
 its gradient, the head and Adam, each jitted on its own (lax and im2col), side by side.
 Scaling: the MLP under `auto` for M = 8, 16, 32, 64, and the peak RSS of a fresh process that
@@ -212,14 +216,14 @@ def step_flops(model, tx, x, batch_size: int) -> float:
 class Runner:
   """One strategy's ensemble, ready to run epochs (compiled on the first)."""
 
-  def __init__(self, strategy, model, x, y, keep, cfg):
+  def __init__(self, strategy, model, x, y, keep, cfg, step_cfg=steps.StepConfig()):
     self.strategy, self.keep, self.cfg = strategy, keep, cfg
     self.spe = ensemble.steps_per_epoch(keep, cfg.batch_size)
     tx = optim.make_optimizer(cfg, self.spe)
     self.ids = np.arange(keep.shape[0], dtype=np.int32)
     state = ensemble.init_ensemble(model, tx, 0, keep.shape[0], jnp.asarray(x[:1]), self.ids)
     self.state = strategy.running(jax.tree.map(np.asarray, state))
-    self.run = strategy.epoch_fn(model, tx, steps.StepConfig())
+    self.run = strategy.epoch_fn(model, tx, step_cfg)
     self.px, self.py = strategy.replicate((x, y))
     self.model_ids = strategy.put(self.ids)
     self.active = strategy.put(np.ones(keep.shape[0], np.float32))
@@ -387,6 +391,44 @@ def scaling(sizes, pool: int, rounds: int, peak: float, log) -> dict:
           "max_over_min_seconds_per_model": float(max(per_model) / min(per_model))}
 
 
+def dp_cnn(rounds: int, log, num_models: int = 4, pool: int = 512) -> dict:
+  """DP-SGD CNNs (GroupNorm) per epoch: DP's former path, the loop with forward convolutions
+  and auto, and the same models without DP under auto, side by side."""
+  from mia_jax.training import dp as dp_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.random((pool, 28, 28, 1)).astype(np.float32)
+  y = rng.integers(0, 10, pool).astype(np.int32)
+  keep = membership.keep_matrix(0, num_models, pool, 0.5)
+  model = cnn.CNN(channels=(32, 64), num_classes=10, dense=128, norm="group")
+  cfg = train_config()
+  dp_step = steps.StepConfig(dp=dp_lib.DPStepConfig(clip_norm=1.0, noise_multiplier=1.0,
+                                                    expected_batch_size=128.0))
+  auto = strategies.resolve("auto", model, x[:1])
+  variants = {"DP, loop (lax), one jitted step at a time: the former path":
+                  (strategies.Strategy("loop", "lax"), dp_step),
+              "DP, loop (forward convolutions)": (strategies.Strategy("loop", "forward"), dp_step),
+              "DP, auto": (auto, dp_step),
+              "no DP, auto": (auto, steps.StepConfig())}
+  runners, times = {}, {}
+  for label, (strat, step_cfg) in variants.items():
+    runners[label] = Runner(strat, model, x, y, keep, cfg, step_cfg)
+    runners[label].epoch(0)
+    times[label] = []
+  for r in range(rounds):
+    for label, runner in runners.items():
+      times[label].append(runner.epoch(r + 1))
+    log(f"dp cnn round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+  first = next(iter(times))
+  base = float(np.median(times[first]))
+  plain = float(np.median(times["no DP, auto"]))
+  return {"models": num_models, "pool": pool, "batch_size": cfg.batch_size,
+          "rows": {label: {"strategy": variants[label][0].name,
+                           "seconds_per_epoch": float(np.median(ts)), "times": ts,
+                           "speedup_vs_former": base / float(np.median(ts)),
+                           "vs_no_dp": float(np.median(ts)) / plain}
+                   for label, ts in times.items()}}
+
+
 def rss_of_training(num_models: int, pool: int) -> dict:
   """Peak RSS (VmHWM: ru_maxrss would carry the parent's over exec) of a fresh process
   training `num_models` MLPs for two epochs with train_ensemble."""
@@ -531,6 +573,16 @@ def markdown(r: dict) -> str:
       lines.append(f"| {row['piece']} | "
                    + " | ".join(f"{row[c]:.1f}" for c in CONVS if c in row) + " |")
     lines.append("")
+  if "dp_cnn" in r:
+    d = r["dp_cnn"]
+    lines += [f"## DP-SGD CNNs ({d['models']} CNNs with GroupNorm, pool {d['pool']}, batch "
+              f"{d['batch_size']}, fast clipping, sigma 1, C 1)", "",
+              "| variant | resolves to | s / epoch | vs the former path | vs no DP |",
+              "|---|---|---|---|---|"]
+    for label, row in d["rows"].items():
+      lines.append(f"| {label} | {row['strategy']} | {row['seconds_per_epoch']:.2f} | "
+                   f"{row['speedup_vs_former']:.2f}x | {row['vs_no_dp']:.2f}x |")
+    lines.append("")
   s = r["scaling"]
   lines += [f"## Scaling, MLP under auto ({s['strategy']}), pool {s['pool']}, matmul peak "
             f"{s['peak_gflops']:.0f} GFLOP/s", "",
@@ -601,6 +653,7 @@ def main(argv=None):
     model, x, _, _ = workload(name, 16, 8)
     result[name] = compare(name, variants_for(name, model, x[:1]), 16, pool, rounds, peak, log)
   result["cnn_breakdown"] = cnn_breakdown(rounds, log)
+  result["dp_cnn"] = dp_cnn(rounds, log, pool=256 if args.quick else 512)
   result["scaling"] = scaling((8, 16) if args.quick else (8, 16, 32, 64),
                               1024 if args.quick else 2048, rounds, peak, log)
   result["memory"] = rss_of_training(16 if args.quick else 64, 1024 if args.quick else 2048)

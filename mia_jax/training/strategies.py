@@ -500,10 +500,14 @@ def _loop(step, every_step: bool, epoch_jit: bool, lanes: int = 1) -> Callable:
       return jax.block_until_ready(out)
 
     tasks = [functools.partial(lane, g) for g in range(len(groups))]
-    key = (whole, tuple(sizes), _shapes_key((groups[0], px, py, idx, mask)))
-    if key not in compiled and len(tasks) > 1:    # compiled once, not by every lane at once
-      tasks[0] = (lambda first: lambda: first)(tasks[0]())
-      compiled.add(key)
+    # Each group size's program is compiled (traced) by one lane alone, the first time: tracing
+    # under conv rewrites swaps nn.max_pool for the duration, which lanes must not overlap.
+    common = _shapes_key((jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                                       groups[0]), px, py, idx, mask))
+    for g, size in enumerate(sizes):
+      if len(tasks) > 1 and (whole, size, common) not in compiled:
+        tasks[g] = (lambda done: lambda: done)(tasks[g]())
+        compiled.add((whole, size, common))
     outs = in_lanes(tasks, lanes)
     metrics = {k: np.concatenate([np.asarray(o[1][k]) for o in outs]) for k in outs[0][1]}
     return tuple(o[0] for o in outs), metrics
