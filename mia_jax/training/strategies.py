@@ -68,8 +68,8 @@ CONVS = ("lax", "im2col", "forward")
 AXIS = "models"
 # Lanes of the loop on a CPU for models without convolutions: groups of models trained at once,
 # each group's epoch one program in its own thread (`in_lanes`). Measured on 2 cores (16
-# Purchase100 MLPs): two lanes 1.23 times as fast as one (5.2 against 6.4 ms a model-step);
-# three or six no faster than two. A CNN's convolutions already fill the cores: two lanes ran
+# Purchase100 MLPs): two lanes 1.23-1.25 times as fast as one (4.8 against 5.9 ms a model-step
+# in experiments/results/bench_ensemble.md); three or four no faster than two. A CNN's convolutions already fill the cores: two lanes ran
 # its epoch 0.96 times as fast as one, so a model with convolutions keeps one lane.
 CPU_LANES = 2
 
@@ -720,7 +720,8 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto", lanes
                           the empty steps of models whose examples ran out. Against the former
                           loop (lax, one jitted step at a time), the loop with its epoch in one
                           program ran 1.49-1.67 times as fast and vmap at 0.78-0.91 times
-                          (16 MLPs); for 16 CNNs vmap of lax convolutions at 0.27-0.52, vmap
+                          (16 MLPs; in two lanes 1.64-1.71); for 16 CNNs vmap of lax
+                          convolutions at 0.27-0.52, vmap
                           with im2col at 1.16-1.78, the loop with im2col in one program at
                           2.29-3.30, with forward convolutions in one program at 5.06-5.42
   conv auto, on a CPU for models with convolutions: forward under the loop (45% of the matmul
