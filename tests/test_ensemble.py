@@ -1,6 +1,9 @@
 """Every strategy trains the same models; chunks of models equal one chunk and resume; the
 logits store written to disk equals the one in memory."""
 
+import threading
+from unittest import mock
+
 import jax
 import numpy as np
 import pytest
@@ -223,7 +226,8 @@ def _epochs(strategy, model, step_cfg, x, y, keep, active, epochs=2, batch_size=
   return (strategy.get_stacked(state), jax.tree.map(np.asarray, metrics)), out
 
 
-@pytest.mark.parametrize("name,conv,optimizer", [("mlp", "lax", "adam"), ("cnn_bn", "im2col", "sgd"),
+@pytest.mark.parametrize("name,conv,optimizer", [("mlp", "lax", "adam"),
+                                                 ("cnn_bn", "im2col", "sgd"),
                                                  ("cnn_bn", "lax", "sgd")])
 def test_loop_epoch_in_one_program_equals_step_by_step_and_vmap(name, conv, optimizer):
   """The loop's whole-epoch program (steps in a loop, the batch gathered inside, the state
@@ -252,12 +256,19 @@ def test_loop_epoch_in_one_program_equals_step_by_step_and_vmap(name, conv, opti
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[1], b[1]), res["program"][0][0],
                untouched[0])
   # Groups of models trained in lanes (threads) at once: each model computes what it computes
-  # in one lane, to the bit.
+  # in one lane, to the bit; every program is traced in the calling thread.
+  traced_in = []
+  layers = strategies._matmul_layers
+  def spy(c):
+    traced_in.append(threading.current_thread() is threading.main_thread())
+    return layers(c)
   for label, epoch_jit in (("program", True), ("step", False)):
-    lanes = _epochs(strategies.Strategy("loop", conv, epoch_jit, lanes=2), model,
-                    steps.StepConfig(), x, y, keep, active, optimizer=optimizer)
+    with mock.patch.object(strategies, "_matmul_layers", spy):
+      lanes = _epochs(strategies.Strategy("loop", conv, epoch_jit, lanes=2), model,
+                      steps.StepConfig(), x, y, keep, active, optimizer=optimizer)
     assert lanes[1] == res[label][1]
     jax.tree.map(np.testing.assert_array_equal, lanes[0], res[label][0])
+  assert all(traced_in) and (len(traced_in) > 0) == (conv != "lax")
 
 
 def test_loop_runs_every_dp_step_as_vmap_does():
@@ -325,17 +336,18 @@ def test_lane_groups_cover_the_models_and_round_trip():
 
 def test_in_lanes_keeps_the_order_and_raises_what_a_task_raises():
   import threading  # pylint: disable=g-import-not-at-top
-  threads = set()
+  met = threading.Barrier(3, timeout=30)    # passes only if three tasks run at once
   def task(i):
-    threads.add(threading.get_ident())
+    if i < 3:
+      met.wait()
     return i * i
   tasks = [lambda i=i: task(i) for i in range(7)]
   assert strategies.in_lanes(tasks, 3) == [i * i for i in range(7)]
-  assert strategies.in_lanes(tasks, 1) == [i * i for i in range(7)]
+  assert strategies.in_lanes(tasks[3:], 1) == [i * i for i in range(3, 7)]
   def fails():
     raise ValueError("lane failed")
   with pytest.raises(ValueError, match="lane failed"):
-    strategies.in_lanes(tasks[:2] + [fails], 2)
+    strategies.in_lanes(tasks[3:5] + [fails], 2)
 
 
 def test_loop_in_lanes_resumes_and_stops_early_as_vmap_does(tmp_path):
@@ -355,6 +367,7 @@ def test_loop_in_lanes_resumes_and_stops_early_as_vmap_does(tmp_path):
   vmap = run("vmap")
   full = run("loop", str(tmp_path / "full"))
   assert full.strategy == "loop+2lanes"
+  assert full.epochs_run < 5                      # every model stopped early
   def kill_after_epoch_2(line):
     if line.startswith("epoch 2/"):
       raise Killed()

@@ -119,7 +119,8 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
   Args:
     model: the flax module (one model; parameters get a leading model axis).
     cfg: the `train` config block (epochs, batch_size, optimizer, ..., strategy, and optionally
-      chunk_size (models per chunk; 0 = all) and conv ('auto', 'lax', 'im2col', 'forward')).
+      chunk_size (models per chunk; 0 = all), conv ('auto', 'lax', 'im2col', 'forward') and
+      lanes (the loop's groups of models trained at once, in threads; 0 = auto)).
     pool_x, pool_y: the pool [N, ...], [N].
     keep: bool [M, N].
     seed: the training seed (initialisation, batches, dropout, augmentation).
@@ -243,7 +244,7 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, start, resumed_from)
 
   state = strategy.running(state)
-  best = strategy.put(best) if best is not None else None
+  best = strategy.running(best) if best is not None else None
   run_epoch = strategy.epoch_fn(model, tx, step_cfg)
   eval_fn = strategy.eval_fn(model) if patience > 0 else None
   select = jax.jit(lambda sel, b, s: jax.tree.map(
@@ -267,12 +268,17 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     count = np.maximum(metrics["count"], 1)
     record = {"epoch": epoch + 1, "loss": (metrics["loss_sum"] / count)[:num_real].tolist(),
               "accuracy": (metrics["correct"] / count)[:num_real].tolist()}
-    stacked = None
     if eval_fn is not None:
-      stacked = strategy.stacked(state)
-      val_acc = strategy.get(eval_fn(stacked.params, stacked.batch_stats, *vals))
+      # Group by group (the loop's lanes): no stacked copy of the whole ensemble.
+      groups = strategy.groups(state)
+      val_acc = np.concatenate([strategy.get(eval_fn(g.params, g.batch_stats, *vals))
+                                for g in groups])
       improved = np.asarray(es["active"]) & (val_acc > np.asarray(es["best_val"]))
-      best = select(strategy.put(improved), best, stacked)
+      bounds = np.cumsum([0] + [jax.tree.leaves(g)[0].shape[0] for g in groups])
+      best = strategy.from_groups([
+          select(strategy.put(improved[lo:hi]), b, g)
+          for lo, hi, b, g in zip(bounds[:-1], bounds[1:], strategy.groups(best), groups)])
+      del groups
       for m in range(n):
         if not es["active"][m]:
           continue
@@ -290,10 +296,9 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     epoch += 1
     done = epoch >= epochs or not any(es["active"])
     if ckpt is not None:
-      host = strategy.get_stacked(state) if stacked is None else strategy.get(stacked)
-      ckpt.save(epoch, (host, strategy.get(best)), {"early_stopping": es, "history": history})
-      del host
-    del stacked
+      ckpt.save(epoch, (strategy.get_stacked(state),
+                        strategy.get_stacked(best) if best is not None else None),
+                {"early_stopping": es, "history": history})
     examples = float(metrics["count"].sum())
     left = (epochs - epoch) * np.mean([h["seconds"] for h in history[resumed_from:]])
     line = f"epoch {epoch}/{epochs}  loss {np.mean(record['loss']):.4f}  "
@@ -308,5 +313,5 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
         f"time left {0 if done else left:.0f}s")
   if ckpt is not None:
     ckpt.close()
-  final = strategy.get(best) if best is not None else strategy.get_stacked(state)
+  final = strategy.get_stacked(best if best is not None else state)
   return _Chunk(jax.tree.map(lambda a: a[:num_real], final), history, epoch, resumed_from)

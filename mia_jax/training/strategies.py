@@ -41,7 +41,8 @@ a max whose gradient is one select (`window_max`), not XLA:CPU's slow select-and
   conv="im2col"   every nn.Conv as shifted slices + one matmul: under vmap it stays a batched
                   matmul, where a vmapped convolution becomes a grouped one.
 `auto` picks forward for the loop and im2col for the mappings that batch models, on a CPU, for
-models with convolutions (measured fastest), and lax elsewhere.
+models with convolutions (measured fastest), and lax elsewhere. Under DP-SGD the rewrite wraps
+the model's apply inside the clipping (dp.noisy_grad), whose interceptor must see each nn.Conv.
 Dropout and augmentation draw per batch position: under `shared` (a different batch layout)
 they draw differently, so `shared` equals the others exactly only without them.
 """
@@ -50,6 +51,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import threading
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -69,8 +71,9 @@ AXIS = "models"
 # Lanes of the loop on a CPU for models without convolutions: groups of models trained at once,
 # each group's epoch one program in its own thread (`in_lanes`). Measured on 2 cores (16
 # Purchase100 MLPs): two lanes 1.23-1.25 times as fast as one (4.8 against 5.9 ms a model-step
-# in experiments/results/bench_ensemble.md); three or four no faster than two. A CNN's convolutions already fill the cores: two lanes ran
-# its epoch 0.96 times as fast as one, so a model with convolutions keeps one lane.
+# in experiments/results/bench_ensemble.md); three or four no faster than two. A CNN's
+# convolutions already fill the cores: two lanes ran its epoch 0.96 times as fast as one, so a
+# model with convolutions keeps one lane.
 CPU_LANES = 2
 
 
@@ -226,18 +229,22 @@ def reshape_max_pool(x, window_shape, strides=None, padding="VALID"):
 _MAX_POOL = nn.max_pool
 
 
+_TRACE_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _matmul_layers(conv: str):
   """While tracing: nn.Conv as im2col (a flax method interceptor) and nn.max_pool as
   `reshape_max_pool` (flax offers no interceptor for functions: nn.max_pool is swapped for the
-  trace and restored after it)."""
-  nn.max_pool = reshape_max_pool
-  try:
-    impl = im2col_conv if conv == "im2col" else forward_grads_conv
-    with nn.intercept_methods(_conv_interceptor(impl)):
-      yield
-  finally:
-    nn.max_pool = _MAX_POOL
+  trace and restored after it, under a lock, so two threads never trace under it at once)."""
+  with _TRACE_LOCK:
+    nn.max_pool = reshape_max_pool
+    try:
+      impl = im2col_conv if conv == "im2col" else forward_grads_conv
+      with nn.intercept_methods(_conv_interceptor(impl)):
+        yield
+    finally:
+      nn.max_pool = _MAX_POOL
 
 
 def with_conv(step: Callable, conv: str) -> Callable:
@@ -257,6 +264,7 @@ def with_conv(step: Callable, conv: str) -> Callable:
 # Epoch functions. All share one signature:
 #   (state[M], pool_x, pool_y, idx[S, M, B], mask[S, M, B], model_ids[M], seed, step0, active[M])
 #   -> (state[M], metrics {loss_sum, correct, count} [M])
+# where state is in the form Strategy.running gives (the loop's: a tuple of its lanes' groups).
 # An epoch is a Python loop over one jitted step (the state and the running metrics donated),
 # except the loop's (below): XLA:CPU ran convolutions inside a lax.scan of the steps 40 times
 # slower than outside one.
@@ -441,8 +449,10 @@ def in_lanes(tasks: list[Callable], lanes: int) -> list:
   XLA:CPU runs a program in the thread that calls it, and one program alone leaves the cores
   idle part of the time (between its kernels, and in kernels that run on one thread): two at
   once fill them. Every task computes what it would alone, so the results do not depend on
-  `lanes`. JAX's thread-local contexts (`with jax.default_device(...)`, say) do not reach the
-  lanes' threads.
+  `lanes`. JAX's thread-local settings (`with jax.default_matmul_precision(...)`,
+  `jax.default_device`, `jax.enable_x64` as contexts) do not reach the lanes' threads: the loop
+  compiles each program in the calling thread first, but one retraced in a lane would not see
+  them. Set such options globally (jax.config.update), or train with train.lanes=1.
   """
   if lanes <= 1 or len(tasks) <= 1:
     return [task() for task in tasks]
@@ -579,6 +589,10 @@ class Strategy:
   epoch_jit: bool = True
   lanes: int = 1
 
+  def __post_init__(self):
+    if not isinstance(self.lanes, (int, np.integer)) or self.lanes < 1:
+      raise ConfigError(f"lanes={self.lanes!r} must be an integer >= 1")
+
   @property
   def name(self) -> str:
     if self.mapping != "loop":
@@ -635,10 +649,21 @@ class Strategy:
                  for lo, hi in bounds)
 
   def stacked(self, state: Any) -> Any:
-    """The inverse of `running`: the stacked state [M, ...] on the device."""
+    """The inverse of `running`: the stacked state [M, ...] on the device (for one group, the
+    running state's own arrays, which the next epoch donates)."""
     if self.mapping != "loop":
       return state
     return state[0] if len(state) == 1 else _concat(*state)
+
+  def groups(self, state: Any) -> list:
+    """The stacked groups of models of a state in the form `running` gives, in model order
+    (the loop's lanes; one group, the stacked state, for the others): per-group work, such as
+    evaluation, needs no stacked copy of the whole ensemble."""
+    return list(state) if self.mapping == "loop" else [state]
+
+  def from_groups(self, groups: list) -> Any:
+    """The inverse of `groups`."""
+    return tuple(groups) if self.mapping == "loop" else groups[0]
 
   def get_stacked(self, state: Any) -> Any:
     """A host (numpy) copy of the stacked state, from the form `running` gives (the loop's
@@ -723,7 +748,7 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto", lanes
                           (16 MLPs; in two lanes 1.64-1.71); for 16 CNNs vmap of lax
                           convolutions at 0.27-0.52, vmap
                           with im2col at 1.16-1.78, the loop with im2col in one program at
-                          2.29-3.30, with forward convolutions in one program at 5.06-5.42
+                          2.29-3.30, with forward convolutions in one program at 4.52-5.97
   conv auto, on a CPU for models with convolutions: forward under the loop (45% of the matmul
   peak for the CNN, against 25% with im2col), im2col under the mappings that batch models; lax
   elsewhere.
