@@ -32,6 +32,8 @@ def test_tiny_audit_writes_everything(tmp_path):
     assert a["nonmembers_at_fpr"]["0.01"]["mean"] >= 0
     assert set(a["slices"]) == {"class", "correct", "incorrect"}
   assert on_disk["models"]["test_accuracy_on"] == "held-out test split"
+  # the strategy auto resolved to, as trained (on this CPU: the loop, with its lanes)
+  assert on_disk["models"]["strategy"].split("+")[0] in ("vmap", "loop", "shared", "sharded")
   assert on_disk["timing"]["total_s"] > 0
   scaling = on_disk["shadow_scaling"]
   assert scaling["sizes"] == [2, 3] and list(scaling["attacks"]) == ["lira_online"]
