@@ -526,6 +526,7 @@ def _loop(step, every_step: bool, epoch_jit: bool, lanes: int = 1) -> Callable:
 
 
 def _shapes_key(tree) -> tuple:
+  """A hashable key of a tree's structure and its leaves' shapes and dtypes."""
   leaves, treedef = jax.tree.flatten(tree)
   return treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves)
 
@@ -582,8 +583,8 @@ def union_batches(idx: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nda
 class Strategy:
   """A resolved strategy. `mapping` in MAPPINGS; `conv` in CONVS. `epoch_jit` (the loop only):
   the whole epoch as one jitted program where the step allows it; False: one jitted step at a
-  time (the former path, kept for comparison). `lanes` (the loop only): how many models train
-  at once, each in its own thread (`in_lanes`)."""
+  time (the former path, kept for comparison). `lanes` (the loop only): how many groups of models
+  train at once, each group's epoch in its own thread (`in_lanes`)."""
   mapping: str
   conv: str = "lax"
   epoch_jit: bool = True
@@ -595,10 +596,10 @@ class Strategy:
 
   @property
   def name(self) -> str:
+    name = self.mapping + ("" if self.conv == "lax" else "+" + self.conv)
     if self.mapping != "loop":
-      return self.mapping + ("" if self.conv == "lax" else "+" + self.conv)
-    return (self.mapping + ("" if self.conv == "lax" else "+" + self.conv)
-            + ("" if self.epoch_jit else "+stepjit")
+      return name
+    return (name + ("" if self.epoch_jit else "+stepjit")
             + ("" if self.lanes == 1 else f"+{self.lanes}lanes"))
 
   # Placement --------------------------------------------------------------------------------
@@ -746,9 +747,9 @@ def resolve(strategy: str, model: nn.Module, sample_x, conv: str = "auto", lanes
                           loop (lax, one jitted step at a time), the loop with its epoch in one
                           program ran 1.49-1.67 times as fast and vmap at 0.78-0.91 times
                           (16 MLPs; in two lanes 1.64-1.71); for 16 CNNs vmap of lax
-                          convolutions at 0.27-0.52, vmap
-                          with im2col at 1.16-1.78, the loop with im2col in one program at
-                          2.29-3.30, with forward convolutions in one program at 4.52-5.97
+                          convolutions at 0.27-0.52, vmap with im2col at 1.16-1.78, the loop
+                          with im2col in one program at 2.29-3.30, with forward convolutions
+                          in one program at 4.52-5.97
   conv auto, on a CPU for models with convolutions: forward under the loop (45% of the matmul
   peak for the CNN, against 25% with im2col), im2col under the mappings that batch models; lax
   elsewhere.
