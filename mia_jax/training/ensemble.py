@@ -274,7 +274,7 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
       val_acc = np.concatenate([strategy.get(eval_fn(g.params, g.batch_stats, *vals))
                                 for g in groups])
       improved = np.asarray(es["active"]) & (val_acc > np.asarray(es["best_val"]))
-      bounds = np.cumsum([0] + [jax.tree.leaves(g)[0].shape[0] for g in groups])
+      bounds = strategies.group_starts(groups)
       best = strategy.from_groups([
           select(strategy.put(improved[lo:hi]), b, g)
           for lo, hi, b, g in zip(bounds[:-1], bounds[1:], strategy.groups(best), groups)])

@@ -437,6 +437,11 @@ def lane_bounds(num_models: int, lanes: int) -> tuple:
   return tuple((int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]))
 
 
+def group_starts(groups: list) -> np.ndarray:
+  """The first model of each stacked group, and the number of models at the end: [G + 1]."""
+  return np.cumsum([0] + [jax.tree.leaves(g)[0].shape[0] for g in groups])
+
+
 @jax.jit
 def _concat(*trees):
   return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
@@ -489,8 +494,8 @@ def _loop(step, every_step: bool, epoch_jit: bool, lanes: int = 1) -> Callable:
     model_ids, active = np.asarray(model_ids), np.asarray(active)
     order, counts = real_steps(mask, active, every_step)
     whole = in_one_program(groups, px, py, idx, mask)
-    sizes = [jax.tree.leaves(g)[0].shape[0] for g in groups]
-    starts = np.cumsum([0] + sizes)
+    starts = group_starts(groups)
+    sizes = np.diff(starts).tolist()
     groups = list(groups)
 
     def lane(g):
