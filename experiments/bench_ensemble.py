@@ -32,6 +32,10 @@ former path (lax convolutions, one jitted step at a time) against the loop with 
 convolutions, and the same CNNs without DP under auto, side by side.
 CNN breakdown: one batch's convolutions, their weight and input gradients, ReLU + max-pool and
 its gradient, the head and Adam, each jitted on its own (lax and im2col), side by side.
+What bounds the MLP: the same 16 MLPs (loop, one lane) in a fresh process pinned to one core,
+against that core's matmul peak (lanes run one program per core at once, so that fraction bounds
+theirs); and auto at the main table's pool and at 8 times it, side by side (the per-model costs
+of an epoch weigh less as epochs get longer).
 Scaling: the MLP under `auto` for M = 8, 16, 32, 64, and the peak RSS of a fresh process that
 trains M = 64 for two epochs with train_ensemble. The float16 logits store: LiRA (online)
 scores of 4 targets from float16 vs float32 logits of the trained MLPs.
@@ -391,6 +395,67 @@ def scaling(sizes, pool: int, rounds: int, peak: float, log) -> dict:
           "max_over_min_seconds_per_model": float(max(per_model) / min(per_model))}
 
 
+def one_core(rounds: int, pool: int, num_models: int = 16) -> dict:
+  """What lanes can reach at best: the MLP epoch (loop, one lane, the pool of the main table)
+  in a fresh process pinned to one core, against that core's matmul peak, side by side.
+  Lanes run one program per core at once; with perfect packing, two cores do twice one core's
+  work, so the step's fraction of one core's peak bounds theirs (if two cores' peak is twice
+  one core's)."""
+  code = (f"import os, json, sys; os.sched_setaffinity(0, {{0}}); sys.argv = ['x'];"
+          f"import numpy as np; from experiments import bench_ensemble as b;"
+          f"from mia_jax.training import strategies, optim;"
+          f"model, x, y, keep = b.workload('mlp', {num_models}, {pool}); cfg = b.train_config();"
+          f"run = b.Runner(strategies.resolve('loop', model, x[:1], lanes=1), model, x, y, keep,"
+          f" cfg); run.epoch(0);"
+          f"flops = b.step_flops(model, optim.make_optimizer(cfg, 1), x, cfg.batch_size);"
+          f"real = int(np.ceil(keep.sum(1) / cfg.batch_size).sum());"
+          f"peaks, times = [], [];"
+          f"[(peaks.append(b.matmul_peak(reps=3)), times.append(run.epoch(r + 1))) "
+          f"for r in range({rounds})];"
+          f"print(json.dumps(dict(peaks=peaks, times=times, flops=flops, real=real, "
+          f"cpus=len(os.sched_getaffinity(0)))))")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                                  text=True, check=True).stdout.splitlines()[-1])
+  sec, peak = float(np.median(out["times"])), float(np.median(out["peaks"]))
+  return {"models": num_models, "pool": pool, "cpus": out["cpus"], "round_peaks": out["peaks"],
+          "peak_gflops": peak, "times": out["times"], "seconds_per_epoch": sec,
+          "ms_per_model_step": 1e3 * sec / out["real"],
+          "peak_fraction": out["flops"] * out["real"] / sec / 1e9 / peak}
+
+
+def epoch_length(pools, rounds: int, log, num_models: int = 16) -> dict:
+  """The MLP under auto at several pool sizes, side by side: an epoch's costs that do not grow
+  with its steps (each model's state sliced out of its lane's stacked state and written back:
+  about 2.6 ms for the Purchase100 MLP, timing one lane's epoch program with no steps to run;
+  the host's batches; the lanes' start and uneven ends) weigh less as each model takes more steps per epoch (a
+  Purchase100 shadow model on its 79k examples takes 617 at batch 128)."""
+  cfg = train_config()
+  runners, steps_, times, peaks = {}, {}, {}, []
+  for pool in pools:
+    model, x, y, keep = workload("mlp", num_models, pool)
+    runners[pool] = Runner(strategies.resolve("auto", model, x[:1]), model, x, y, keep, cfg)
+    runners[pool].epoch(0)
+    steps_[pool] = int(np.ceil(keep.sum(1) / cfg.batch_size).sum())
+    times[pool] = []
+  flops = step_flops(model, optim.make_optimizer(cfg, 1), x, cfg.batch_size)
+  for r in range(rounds):
+    peaks.append(matmul_peak(reps=3))
+    for pool, run in runners.items():
+      times[pool].append(run.epoch(r + 1))
+    log(f"epoch length round {r + 1}: peak {peaks[-1]:.0f}, "
+        + ", ".join(f"pool {p} {v[-1]:.2f}s" for p, v in times.items()))
+  peak = float(np.median(peaks))
+  rows = {}
+  for pool in pools:
+    sec = float(np.median(times[pool]))
+    rows[pool] = {"model_steps_per_epoch": steps_[pool], "seconds_per_epoch": sec,
+                  "times": times[pool], "ms_per_model_step": 1e3 * sec / steps_[pool],
+                  "peak_fraction": flops * steps_[pool] / sec / 1e9 / peak}
+  return {"models": num_models, "strategy": runners[pools[0]].strategy.name,
+          "round_peaks": peaks, "peak_gflops": peak, "pools": rows}
+
+
 def dp_cnn(rounds: int, log, num_models: int = 4, pool: int = 512) -> dict:
   """DP-SGD CNNs (GroupNorm) per epoch: DP's former path, the loop with forward convolutions
   and auto, and the same models without DP under auto, side by side."""
@@ -557,6 +622,33 @@ def markdown(r: dict) -> str:
                    f"{100 * row['peak_fraction']:.0f}% | {100 * roof['fraction']:.0f}% | "
                    f"{100 * row['bound_fraction']:.0f}% |")
     lines.append("")
+  if "one_core" in r:
+    o, e, mlp = r["one_core"], r["epoch_length"], r["mlp"]
+    auto = mlp["rows"]["auto"]
+    lines += ["## What bounds the MLP", "",
+              f"One core: a fresh process pinned to {o['cpus']} core ran the same {o['models']} "
+              f"MLPs (loop, one lane, pool {o['pool']}) at {o['ms_per_model_step']:.1f} ms per "
+              f"model-step: **{100 * o['peak_fraction']:.0f}%** of that core's matmul peak "
+              f"({', '.join(f'{p:.0f}' for p in o['round_peaks'])} GFLOP/s in its rounds, median "
+              f"{o['peak_gflops']:.0f}; twice it is {2 * o['peak_gflops']:.0f}, against "
+              f"{mlp['peak_gflops']:.0f} for both cores in the main table). Lanes run one program "
+              f"per core at once, so they reach that fraction at best (two cores' peak being "
+              f"twice one core's); auto reached {100 * auto['peak_fraction']:.0f}%, "
+              f"{auto['peak_fraction'] / o['peak_fraction']:.0%} of it. The step's work besides its "
+              f"dots (Adam's memory traffic above all) costs a lane's core as much time as it "
+              f"costs the pinned process's.", "",
+              f"Epoch length: auto ({e['strategy']}) at two pool sizes, side by side (matmul peak "
+              f"{e['peak_gflops']:.0f} GFLOP/s, median of its rounds). An epoch's costs that do "
+              "not grow with its steps (each model's state sliced out of its lane's stacked "
+              "state and written back, the host's batches, the lanes' start and uneven ends) "
+              "weigh less when each model takes more steps (a Purchase100 shadow model on its "
+              "79k examples takes 617 an epoch at batch 128).", "",
+              "| pool | model-steps per epoch | s / epoch | ms / model-step | of matmul peak |",
+              "|---|---|---|---|---|"]
+    for pool, row in e["pools"].items():
+      lines.append(f"| {pool} | {row['model_steps_per_epoch']} | {row['seconds_per_epoch']:.2f} "
+                   f"| {row['ms_per_model_step']:.2f} | {100 * row['peak_fraction']:.0f}% |")
+    lines.append("")
   if "cnn_breakdown" in r:
     bd = r["cnn_breakdown"]
     lines += [f"## Where a CNN step's time goes (batch {bd['batch']}, each piece jitted on its "
@@ -615,7 +707,10 @@ def markdown(r: dict) -> str:
             f"{100 * max(v['peak_fraction'] for v in mlp_rows.values()):.0f}% (best strategy; "
             f"{100 * max(v['peak_fraction'] for v in s['sizes'].values()):.0f}% in the scaling "
             f"rounds); the roofline bound of one program with Adam at batch 128 on this CPU is "
-            f"{100 * r['mlp']['bound']['fraction']:.0f}% | "
+            f"{100 * r['mlp']['bound']['fraction']:.0f}%"
+            + (f", and one core alone runs the step at {100 * r['one_core']['peak_fraction']:.0f}%"
+               f" of its own peak, the most lanes can reach" if "one_core" in r else "")
+            + " | "
             f"{ok(max(v['peak_fraction'] for v in mlp_rows.values()) >= 0.7)} |",
             f"| CNN: at least 40% of the matmul peak | "
             f"{100 * max(v['peak_fraction'] for v in cnn_rows.values()):.0f}% (best strategy; "
@@ -656,6 +751,10 @@ def main(argv=None):
   for name, pool in (("mlp", 1024 if args.quick else 2048), ("cnn", 256 if args.quick else 512)):
     model, x, _, _ = workload(name, 16, 8)
     result[name] = compare(name, variants_for(name, model, x[:1]), 16, pool, rounds, peak, log)
+  mlp_pool = result["mlp"]["pool"]
+  result["one_core"] = one_core(rounds, mlp_pool)
+  log(f"one core: {result['one_core']}")
+  result["epoch_length"] = epoch_length((mlp_pool, 8 * mlp_pool), rounds, log)
   result["cnn_breakdown"] = cnn_breakdown(rounds, log)
   result["dp_cnn"] = dp_cnn(rounds, log, pool=256 if args.quick else 512)
   result["scaling"] = scaling((8, 16) if args.quick else (8, 16, 32, 64),
