@@ -395,13 +395,16 @@ def scaling(sizes, pool: int, rounds: int, peak: float, log) -> dict:
           "max_over_min_seconds_per_model": float(max(per_model) / min(per_model))}
 
 
-def one_core(rounds: int, pool: int, num_models: int = 16) -> dict:
+def one_core(rounds: int, pool: int, num_models: int = 16) -> dict | None:
   """What lanes can reach at best: the MLP epoch (loop, one lane, the pool of the main table)
   in a fresh process pinned to one core, against that core's matmul peak, side by side.
   Lanes run one program per core at once; with perfect packing, two cores do twice one core's
   work, so the step's fraction of one core's peak bounds theirs (if two cores' peak is twice
-  one core's)."""
-  code = (f"import os, json, sys; os.sched_setaffinity(0, {{0}}); sys.argv = ['x'];"
+  one core's). None where a process cannot be pinned (os.sched_setaffinity is Linux's)."""
+  if not hasattr(os, "sched_setaffinity"):
+    return None
+  code = (f"import os, json, sys; os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}});"
+          f"sys.argv = ['x'];"
           f"import numpy as np; from experiments import bench_ensemble as b;"
           f"from mia_jax.training import strategies, optim;"
           f"model, x, y, keep = b.workload('mlp', {num_models}, {pool}); cfg = b.train_config();"
@@ -622,11 +625,12 @@ def markdown(r: dict) -> str:
                    f"{100 * row['peak_fraction']:.0f}% | {100 * roof['fraction']:.0f}% | "
                    f"{100 * row['bound_fraction']:.0f}% |")
     lines.append("")
+  if "one_core" in r or "epoch_length" in r:
+    lines.append("## What bounds the MLP\n")
   if "one_core" in r:
-    o, e, mlp = r["one_core"], r["epoch_length"], r["mlp"]
+    o, mlp = r["one_core"], r["mlp"]
     auto = mlp["rows"]["auto"]
-    lines += ["## What bounds the MLP", "",
-              f"One core: a fresh process pinned to {o['cpus']} core ran the same {o['models']} "
+    lines += [f"One core: a fresh process pinned to {o['cpus']} core ran the same {o['models']} "
               f"MLPs (loop, one lane, pool {o['pool']}) at {o['ms_per_model_step']:.1f} ms per "
               f"model-step: **{100 * o['peak_fraction']:.0f}%** of that core's matmul peak "
               f"({', '.join(f'{p:.0f}' for p in o['round_peaks'])} GFLOP/s in its rounds, median "
@@ -636,8 +640,10 @@ def markdown(r: dict) -> str:
               f"twice one core's); auto reached {100 * auto['peak_fraction']:.0f}%, "
               f"{auto['peak_fraction'] / o['peak_fraction']:.0%} of it. The step's work besides its "
               f"dots (Adam's memory traffic above all) costs a lane's core as much time as it "
-              f"costs the pinned process's.", "",
-              f"Epoch length: auto ({e['strategy']}) at two pool sizes, side by side (matmul peak "
+              f"costs the pinned process's.", ""]
+  if "epoch_length" in r:
+    e = r["epoch_length"]
+    lines += [f"Epoch length: auto ({e['strategy']}) at two pool sizes, side by side (matmul peak "
               f"{e['peak_gflops']:.0f} GFLOP/s, median of its rounds). An epoch's costs that do "
               "not grow with its steps (each model's state sliced out of its lane's stacked "
               "state and written back, the host's batches, the lanes' start and uneven ends) "
@@ -752,8 +758,10 @@ def main(argv=None):
     model, x, _, _ = workload(name, 16, 8)
     result[name] = compare(name, variants_for(name, model, x[:1]), 16, pool, rounds, peak, log)
   mlp_pool = result["mlp"]["pool"]
-  result["one_core"] = one_core(rounds, mlp_pool)
-  log(f"one core: {result['one_core']}")
+  one = one_core(rounds, mlp_pool)
+  if one is not None:
+    result["one_core"] = one
+    log(f"one core: {one}")
   result["epoch_length"] = epoch_length((mlp_pool, 8 * mlp_pool), rounds, log)
   result["cnn_breakdown"] = cnn_breakdown(rounds, log)
   result["dp_cnn"] = dp_cnn(rounds, log, pool=256 if args.quick else 512)
