@@ -431,8 +431,8 @@ def epoch_length(pools, rounds: int, log, num_models: int = 16) -> dict:
   """The MLP under auto at several pool sizes, side by side: an epoch's costs that do not grow
   with its steps (each model's state sliced out of its lane's stacked state and written back:
   about 2.6 ms for the Purchase100 MLP, timing one lane's epoch program with no steps to run;
-  the host's batches; the lanes' start and uneven ends) weigh less as each model takes more steps per epoch (a
-  Purchase100 shadow model on its 79k examples takes 617 at batch 128)."""
+  the host's batches; the lanes' start and uneven ends) weigh less as each model takes more
+  steps per epoch (a Purchase100 shadow model on its 79k examples takes 617 at batch 128)."""
   cfg = train_config()
   runners, steps_, times, peaks = {}, {}, {}, []
   for pool in pools:
