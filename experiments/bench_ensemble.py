@@ -638,9 +638,9 @@ def markdown(r: dict) -> str:
               f"{mlp['peak_gflops']:.0f} for both cores in the main table). Lanes run one program "
               f"per core at once, so they reach that fraction at best (two cores' peak being "
               f"twice one core's); auto reached {100 * auto['peak_fraction']:.0f}%, "
-              f"{auto['peak_fraction'] / o['peak_fraction']:.0%} of it. The step's work besides its "
-              f"dots (Adam's memory traffic above all) costs a lane's core as much time as it "
-              f"costs the pinned process's.", ""]
+              f"{auto['peak_fraction'] / o['peak_fraction']:.0%} of it. The step's work "
+              f"besides its dots (Adam's memory traffic above all) costs a lane's core as much "
+              f"time as it costs the pinned process's.", ""]
   if "epoch_length" in r:
     e = r["epoch_length"]
     lines += [f"Epoch length: auto ({e['strategy']}) at two pool sizes, side by side (matmul peak "
