@@ -2,7 +2,9 @@
 auditing are in test_privacy_accounting.py)."""
 
 import functools
+from unittest import mock
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from scipy import stats
 
 from mia_jax import privacy
 from mia_jax.errors import ConfigError
+from mia_jax.privacy import ghost
 from mia_jax.models.cnn import CNN
 from mia_jax.models.mlp import MLP
 
@@ -88,6 +91,41 @@ def test_conv_norm_variants_agree():
     out, _ = jax.jit(lambda p, cn=conv_norm: privacy.clipped_grad_sum(
         apply_fn, p, x, y, mask, clip_norm=0.5, conv_norm=cn))(params)
     _assert_tree_close(out, ref)
+
+
+class _GroupNorms(nn.Module):
+  """GroupNorm in the settings fast clipping handles itself: on [B, T, C] and [B, C] inputs, by
+  group count or group size, without scale, with exact variance."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    h = nn.Dense(12)(x).reshape(x.shape[0], 3, 4)
+    h = nn.GroupNorm(num_groups=2)(h)
+    h = nn.GroupNorm(num_groups=None, group_size=2, use_scale=False)(h.reshape(x.shape[0], 12))
+    h = nn.GroupNorm(num_groups=3, use_fast_variance=False, epsilon=1e-3)(jnp.tanh(h))
+    return nn.Dense(3)(h)
+
+
+def test_group_norm_sites_match_reference():
+  """GroupNorm's per-example scale and bias gradients (sums over positions of delta * xhat and
+  delta) against per-example gradients by vmap, and the rule is the one taken."""
+  model = _GroupNorms()
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(7, 5)) * 2 + 1, jnp.float32)
+  y = jnp.arange(7) % 3
+  params = _random_params(model, x, seed=3)
+  apply_fn = privacy.apply_fn_for(model)
+  mask = jnp.ones(7).at[2].set(0.0)
+  kinds = []
+  real = ghost._site_kind
+  with mock.patch.object(ghost, "_site_kind", lambda *a: kinds.append(real(*a)) or kinds[-1]):
+    for c in CLIP_NORMS:
+      fast, aux_f = privacy.clipped_grad_sum(apply_fn, params, x, y, mask, clip_norm=c)
+      ref, aux_r = privacy.clipped_grad_sum(apply_fn, params, x, y, mask, clip_norm=c,
+                                            method="reference")
+      _assert_tree_close(fast, ref)
+      np.testing.assert_allclose(aux_f.grad_norms, aux_r.grad_norms, rtol=1e-4)
+  assert kinds.count("group_norm") == 3 * len(CLIP_NORMS) and "generic" not in kinds
 
 
 def test_fast_under_vmap_over_models():

@@ -20,8 +20,11 @@ How it works, for a flax.linen model used through `apply_fn(params, x, rng)`:
    - Conv: im2col patches P_i [T, k*k*C_in]; either the per-example gradient P_i^T delta_i
      ("patches", cheapest when T^2 > k*k*C_in*C_out, e.g. every layer of a 28x28 CNN) or the
      ghost Gram form ("ghost"); conv_norm="vmap" is a batched conv (vmap of the layer's VJP).
-   - Any other site (GroupNorm, LayerNorm, unusual Dense/Conv configurations): the per-example
-     gradient of that layer alone, vmap(vjp(layer)) -- tiny for normalisation layers.
+   - GroupNorm: the per-example gradients of scale and bias, sum over positions of
+     delta_i * xhat_i and of delta_i, with xhat_i normalised again from a_i.
+   - Any other site (LayerNorm, unusual Dense/Conv/GroupNorm configurations): the per-example
+     gradient of that layer alone, vmap(vjp(layer)). Its parameters are few, but its forward
+     and backward run again (for GroupNorm this cost a 28x28 CNN's DP-SGD step 15 ms of 79).
 4. w_i = mask_i * min(1, C / ||g_i||), and per site the clipped sum sum_i w_i g_i as
    a^T (w * delta) -- the weight-gradient matmul of an ordinary backward pass, done once.
    Total cost: about one forward plus one backward pass.
@@ -97,9 +100,12 @@ class _Site:
 
 
 def _site_kind(module: nn.Module, x, conv_norm: str) -> str:
-  """'dense', 'conv' or 'generic' (per-example VJP of the layer alone)."""
+  """'dense', 'conv', 'group_norm' or 'generic' (per-example VJP of the layer alone)."""
   if type(module) is nn.Dense and module.dot_general is None and module.dot_general_cls is None:
     return "dense"
+  if (type(module) is nn.GroupNorm and module.reduction_axes is None
+      and module.axis_name is None and x.ndim >= 2):
+    return "group_norm"
   if type(module) is nn.Conv and conv_norm != "vmap":
     ks = (module.kernel_size,) if isinstance(module.kernel_size, int) else module.kernel_size
     dil = module.input_dilation
@@ -258,6 +264,32 @@ def _conv_sums(site, a, d, own, w, keep, cache):
   return grads
 
 
+def _group_norm_norms(site, a, d, own):
+  """GroupNorm y = xhat * scale + bias (flax's formula): per example, the scale's gradient is
+  sum over positions of d * xhat and the bias's sum of d, channel by channel. xhat is computed
+  again from the input with flax's statistics (fast variance E[x^2] - E[x]^2 clipped at 0, or
+  E[(x - mean)^2]), reduced over the positions first and then over each group's channels."""
+  module = site.module
+  b, c = a.shape[0], a.shape[-1]
+  groups = module.num_groups if module.group_size is None else c // module.group_size
+  size = c // groups
+  a3, d3 = _flat3(a, b), _flat3(d, b)                               # [B, T, C]
+  n = a3.shape[1] * size
+  group_mean = lambda v: jnp.repeat(v.reshape(b, groups, size).sum(-1) / n, size, axis=-1)
+  mean = group_mean(jnp.sum(a3, axis=1))                            # [B, C]
+  if module.use_fast_variance:
+    var = jnp.maximum(0.0, group_mean(jnp.sum(a3 * a3, axis=1)) - mean * mean)
+  else:
+    var = group_mean(jnp.sum((a3 - mean[:, None]) ** 2, axis=1))
+  xhat = (a3 - mean[:, None]) * jax.lax.rsqrt(var + module.epsilon)[:, None]
+  g = {}
+  if "scale" in own:
+    g["scale"] = jnp.sum(d3 * xhat, axis=1)                        # [B, C]
+  if "bias" in own:
+    g["bias"] = jnp.sum(d3, axis=1)
+  return sum(jnp.sum(v * v, axis=1) for v in g.values()), g
+
+
 def _generic_norms(site, a, d, own):
   """Per-example gradients of the layer applied alone (a vmap of its VJP)."""
 
@@ -277,6 +309,7 @@ def _generic_sums(site, a, d, own, w, keep, cache):
 
 
 _KINDS = {"dense": (_dense_norms, _dense_sums), "conv": (_conv_norms, _conv_sums),
+          "group_norm": (_group_norm_norms, _generic_sums),
           "generic": (_generic_norms, _generic_sums)}
 
 
