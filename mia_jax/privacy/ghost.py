@@ -24,7 +24,8 @@ How it works, for a flax.linen model used through `apply_fn(params, x, rng)`:
      delta_i * xhat_i and of delta_i, with xhat_i normalised again from a_i.
    - Any other site (LayerNorm, unusual Dense/Conv/GroupNorm configurations): the per-example
      gradient of that layer alone, vmap(vjp(layer)). Its parameters are few, but its forward
-     and backward run again (for GroupNorm this cost a 28x28 CNN's DP-SGD step 15 ms of 79).
+     and backward run again (GroupNorm's rule above made an epoch of DP-SGD Fashion-MNIST CNNs
+     1.09x as fast as this: experiments/results/bench_ensemble.md).
 4. w_i = mask_i * min(1, C / ||g_i||), and per site the clipped sum sum_i w_i g_i as
    a^T (w * delta) -- the weight-gradient matmul of an ordinary backward pass, done once.
    Total cost: about one forward plus one backward pass.

@@ -71,9 +71,9 @@ AXIS = "models"
 # Lanes of the loop on a CPU for models without convolutions: groups of models trained at once,
 # each group's epoch one program in its own thread (`in_lanes`). Measured on 2 cores (16
 # Purchase100 MLPs): two lanes 1.23-1.28 times as fast as one (5.4 against 6.9 ms a model-step
-# in experiments/results/bench_ensemble.md), as efficient as the same step in a process pinned
-# to one core (65% and 66% of the matmul peak), the most lanes can reach; three or four no
-# faster than two. A CNN's convolutions already fill the cores: two lanes ran its epoch 0.96-0.97
+# in experiments/results/bench_ensemble.md), 93-99% as efficient as the same step in a process
+# pinned to one core (63-65% of the matmul peak against 66-68%), the most lanes can reach; three
+# or four no faster than two. A CNN's convolutions already fill the cores: two lanes ran its epoch 0.96-0.97
 # times as fast as one, so a model with convolutions keeps one lane.
 CPU_LANES = 2
 
