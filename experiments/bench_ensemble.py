@@ -139,6 +139,11 @@ def _matmul_flops(jaxpr) -> float:
   return total
 
 
+def model_steps(keep: np.ndarray, batch_size: int) -> int:
+  """The model-steps of an epoch with real examples: each model's ceil(kept / batch), summed."""
+  return int(np.ceil(keep.sum(1) / batch_size).sum())
+
+
 def step_costs(model, tx, x, batch_size: int) -> dict:
   """What bounds one plain single-model train step: its matmul FLOPs (dots and convolutions),
   the parameters, and the bytes Adam and the batch gather must move."""
@@ -258,7 +263,7 @@ def compare(name: str, variants: dict, num_models: int, pool: int, rounds: int, 
   costs = step_costs(model, optim.make_optimizer(cfg, 1), x, cfg.batch_size)
   alone_conv = strategies.resolve("auto", model, x[:1]).conv
   alone = MatmulsAlone(model, optim.make_optimizer(cfg, 1), x, cfg.batch_size, alone_conv)
-  real_steps = int(np.ceil(keep.sum(1) / cfg.batch_size).sum())
+  real_steps = model_steps(keep, cfg.batch_size)
   epoch_flops = flops * real_steps
   runners, times = {}, {}
   for label, strat in variants.items():
@@ -387,7 +392,7 @@ def scaling(sizes, pool: int, rounds: int, peak: float, log) -> dict:
   peak = float(np.median(peaks))
   for m in sizes:
     sec = float(np.median(times[m]))
-    real = int(np.ceil(runners[m].keep.sum(1) / cfg.batch_size).sum())
+    real = model_steps(runners[m].keep, cfg.batch_size)
     out[m] = {"seconds_per_epoch": sec, "seconds_per_model": sec / m, "times": times[m],
               "peak_fraction": flops * real / sec / 1e9 / peak}
   per_model = [v["seconds_per_model"] for v in out.values()]
@@ -411,7 +416,7 @@ def one_core(rounds: int, pool: int, num_models: int = 16) -> dict | None:
           f"run = b.Runner(strategies.resolve('loop', model, x[:1], lanes=1), model, x, y, keep,"
           f" cfg); run.epoch(0);"
           f"flops = b.step_flops(model, optim.make_optimizer(cfg, 1), x, cfg.batch_size);"
-          f"real = int(np.ceil(keep.sum(1) / cfg.batch_size).sum());"
+          f"real = b.model_steps(keep, cfg.batch_size);"
           f"peaks, times = [], [];"
           f"[(peaks.append(b.matmul_peak(reps=3)), times.append(run.epoch(r + 1))) "
           f"for r in range({rounds})];"
@@ -439,7 +444,7 @@ def epoch_length(pools, rounds: int, log, num_models: int = 16) -> dict:
     model, x, y, keep = workload("mlp", num_models, pool)
     runners[pool] = Runner(strategies.resolve("auto", model, x[:1]), model, x, y, keep, cfg)
     runners[pool].epoch(0)
-    steps_[pool] = int(np.ceil(keep.sum(1) / cfg.batch_size).sum())
+    steps_[pool] = model_steps(keep, cfg.batch_size)
     times[pool] = []
   flops = step_flops(model, optim.make_optimizer(cfg, 1), x, cfg.batch_size)
   for r in range(rounds):
