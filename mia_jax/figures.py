@@ -4,7 +4,7 @@
   score_hist.png      per attack, histograms of the scores of members and non-members of one
                       target (density, bins over the 0.5th to 99.5th percentile of its scores)
   shadow_scaling.png  TPR at 0.1% FPR (and AUC) of the shadow-based attacks against the number
-                      of shadow models (pipeline.shadow_scaling)
+                      of shadow models (scaling.shadow_scaling)
 
 Each figure is written to a temporary name and renamed, as report.py does for its files.
 """
@@ -91,7 +91,7 @@ def score_histograms(path: str, scores: Mapping[str, np.ndarray], is_member: np.
 
 
 def shadow_scaling(path: str, scaling: Mapping) -> None:
-  """TPR at 0.1% FPR and AUC against the number of shadows (pipeline.shadow_scaling's dict)."""
+  """TPR at 0.1% FPR and AUC against the number of shadows (scaling.shadow_scaling's dict)."""
   plt = _pyplot()
   fig, (ax_tpr, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
   for i, (name, points) in enumerate(scaling["attacks"].items()):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mia_jax import attacks, logits_io, pipeline
+from mia_jax.attacks import scaling as scaling_lib
 from mia_jax.errors import ConfigError, DataError, UserError
 
 from conftest import ROOT, load_config
@@ -227,7 +228,7 @@ def test_shadow_scaling_with_every_shadow_equals_the_attack():
   arrays = synthetic(m=7)
   data = attacks.AttackData(**arrays)
   targets = [3, 6]
-  scaling = pipeline.shadow_scaling(data, ("loss",) + SHADOW_ATTACKS, targets, seed=1)
+  scaling = scaling_lib.shadow_scaling(data, ("loss",) + SHADOW_ATTACKS, targets, seed=1)
   assert scaling["sizes"] == [2, 4, 6]
   assert set(scaling["attacks"]) == set(SHADOW_ATTACKS)       # loss reads no shadows
   for name in SHADOW_ATTACKS:
@@ -242,7 +243,7 @@ def test_shadow_scaling_with_every_shadow_equals_the_attack():
 def test_shadow_subset_maps_the_target_row():
   arrays = synthetic(m=8)
   data = attacks.AttackData(**arrays)
-  sub, row = pipeline.shadow_subset(data, 5, [7, 1, 2])
+  sub, row = scaling_lib.shadow_subset(data, 5, [7, 1, 2])
   assert sub.num_models == 4 and row == 2                     # models [1, 2, 5, 7]
   np.testing.assert_array_equal(sub.keep[row], arrays["keep"][5])
   np.testing.assert_array_equal(sub.logits[row], arrays["logits"][5])
@@ -257,7 +258,7 @@ def test_shadow_subset_maps_the_target_row():
 def test_shadow_scaling_small_subsets_still_find_the_target_members():
   # A mapping error (scores of another model, or keep of another row) gives AUC ~ 0.55.
   data = attacks.AttackData(**synthetic(m=9, leak=3.0))
-  scaling = pipeline.shadow_scaling(data, ("lira_online", "rmia_online"), [4], sizes=[2, 4])
+  scaling = scaling_lib.shadow_scaling(data, ("lira_online", "rmia_online"), [4], sizes=[2, 4])
   for name in ("lira_online", "rmia_online"):
     for point in scaling["attacks"][name]:
       assert point["auc"]["mean"] > 0.75, (name, point["num_shadows"])

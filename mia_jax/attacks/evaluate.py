@@ -23,11 +23,13 @@ from mia_jax.attacks.base import AttackData, check_targets
 _SCALARS = ("auc", "advantage", "balanced_accuracy")
 
 
-def _spread(values: Sequence[float]) -> dict:
+def _spread(values: Sequence[float], per_target: bool = True) -> dict:
   values = [float(v) for v in values]
-  return {"mean": float(np.mean(values)),
-          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-          "per_target": values}
+  out = {"mean": float(np.mean(values)),
+         "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+  if per_target:
+    out["per_target"] = values
+  return out
 
 
 def evaluate_attack(name: str, data: AttackData, targets: Sequence[int], *,
@@ -128,3 +130,42 @@ def evaluate_attacks(names: Sequence[str], data: AttackData, targets: Sequence[i
         name, data, targets, params=params_by_name.get(name), bootstrap=bootstrap, seed=seed,
         fprs=fprs)
   return summaries, curves
+
+
+def combine(items: Sequence[dict], per_target: bool) -> dict:
+  """Mean and std over targets of metrics.evaluate dicts (skipped ones only counted)."""
+  ok = [s for s in items if "skipped" not in s]
+  out = {"num_targets": len(ok),
+         "num_members": float(np.mean([s["num_members"] for s in items])),
+         "num_nonmembers": float(np.mean([s["num_nonmembers"] for s in items]))}
+  if not ok:
+    out["skipped"] = next((s["skipped"] for s in items), "no targets")
+    return out
+  for key in ("auc", "advantage", "balanced_accuracy"):
+    out[key] = _spread([s[key] for s in ok], per_target)
+  out["tpr_at_fpr"] = {a: _spread([s["tpr_at_fpr"][a] for s in ok], per_target)
+                       for a in ok[0]["tpr_at_fpr"]}
+  return out
+
+
+def slice_summary(scores: np.ndarray, keep_rows: np.ndarray, labels: np.ndarray,
+                  predictions: np.ndarray) -> dict:
+  """metrics.evaluate_slices for each target, as mean and std over targets.
+
+  Args:
+    scores: float [T, N]; keep_rows: bool [T, N], the targets' keep rows; labels: int [N];
+      predictions: int [T, N], each target's predicted classes.
+
+  Returns:
+    {"class": {str(c): s}, "correct": s, "incorrect": s}, s = {"num_targets" (those whose
+    slice has members and non-members), "num_members", "num_nonmembers" (means over all
+    targets), "auc", "advantage", "balanced_accuracy": {"mean", "std"},
+    "tpr_at_fpr": {alpha: {"mean", "std"}}}.
+  """
+  per = [metrics.evaluate_slices(scores[r], keep_rows[r], labels, predictions[r])
+         for r in range(len(scores))]
+  classes = sorted({c for s in per for c in s["class"]}, key=int)
+  return {"class": {c: combine([s["class"][c] for s in per if c in s["class"]], False)
+                    for c in classes},
+          "correct": combine([s["correct"] for s in per], False),
+          "incorrect": combine([s["incorrect"] for s in per], False)}
