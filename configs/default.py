@@ -29,7 +29,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.val_size = 200       # held out from every model: early stopping
   config.data.test_size = 0        # held out from every model (0: all left): test accuracy
   config.data.normalise = True
-  config.data.queries = "mirror"   # 'mirror' (Q=2, images) or 'none' (Q=1)
+  config.data.queries = "train"    # the views the models trained on (mirror only if train flips,
+                                   # the augmentation grid if it crops) | none | mirror | augment
   config.data.num_classes = 0      # tabular: at least this many classes (0: from the labels)
 
   config.model = ml_collections.ConfigDict()

@@ -1,10 +1,11 @@
 """Eval-mode queries of every model: the logits store an audit attacks.
 
 `query_logits` returns logits [M, N, Q, C]: model m on example n under query q (q = 0 the
-example itself; q = 1 its horizontal mirror when queries='mirror'; the views of the training
-augmentation when queries='augment'), class c. Models run in eval
-mode (no dropout, BatchNorm running statistics): querying in training mode is a known bug of
-public MIA code that changes every score.
+example itself; by default, queries='train', the others are the views the models trained on:
+none without augmentation, the mirror when training flips, the augmentation's grid when it
+crops; see mia_jax.data.augment), class c. `query_record` names the views for results.json.
+Models run in eval mode (no dropout, BatchNorm running statistics): querying in training mode
+is a known bug of public MIA code that changes every score.
 
 The store is written one model at a time into its final array: an array in memory, or a .npy
 file on disk (`out=path`, a numpy memmap) when M * N * Q * C does not fit; beside it only one
@@ -26,13 +27,25 @@ from mia_jax.data import augment
 from mia_jax.training import steps
 
 
-def query_logits(model: nn.Module, state: steps.ModelState, x: np.ndarray, queries: str = "mirror",
+def query_record(queries: str, augment_cfg, input_ndim: int) -> dict:
+  """results.json's dataset.queries: {"kind": the config's kind, "resolved": the concrete kind,
+  "views": the Q view names in logits order, "train_augment": the training's crop_padding and
+  flip}, for inputs with `input_ndim` axes per example (3 for images [H, W, C])."""
+  aug = augment_cfg if augment_cfg is not None else {}
+  crop, flip, image = int(aug.get("crop_padding", 0)), bool(aug.get("flip", False)), input_ndim == 3
+  return {"kind": queries, "resolved": augment.resolve(queries, crop, flip, image),
+          "views": augment.view_names(queries, crop, flip, image),
+          "train_augment": {"crop_padding": crop, "flip": flip}}
+
+
+def query_logits(model: nn.Module, state: steps.ModelState, x: np.ndarray, queries: str = "train",
                  batch_size: int = 1024, dtype=np.float32, out: str | np.ndarray | None = None,
                  augment_cfg=None) -> np.ndarray:
   """Logits [M, N, Q, C] of the M stacked models in `state` on x [N, ...].
 
-  queries: a kind of mia_jax.data.augment.queries; 'augment' takes the training augmentation
-  (crop_padding, flip) from `augment_cfg` (the config's train.augment block).
+  queries: a kind of mia_jax.data.augment.queries; 'train' and 'augment' take the training
+  augmentation (crop_padding, flip) from `augment_cfg` (the config's train.augment block;
+  None: no augmentation).
 
   out: None (a new array in memory), a path (a new .npy file, returned as a memmap opened
   read-only once complete) or an array [M, N, Q, C] to fill; written one model at a time.

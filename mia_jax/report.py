@@ -89,6 +89,9 @@ def _intro(results: dict) -> list[str]:
             f"({m.get('epochs_run')} epochs)")
   text += (f"; every attack is evaluated on {targets} target models in turn, the other models "
            "serving as its shadows.")
+  if ds.get("queries"):
+    text += (f" Queries (`data.queries={ds['queries']['kind']}`): "
+             f"{', '.join(ds['queries']['views'])}.")
   test_on = m.get("test_accuracy_on", "the held-out test split")
   train, test = np.mean(m["train_accuracy"]), np.mean(m["test_accuracy"])
   return [

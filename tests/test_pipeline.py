@@ -44,8 +44,9 @@ def test_tiny_audit_writes_everything(tmp_path):
   assert "## Slices of" in report and "| correctly classified |" in report
   for name in ("roc.png", "score_hist.png", "shadow_scaling.png"):
     assert (tmp_path / "figures" / name).stat().st_size > 1000
+  assert on_disk["dataset"]["queries"]["views"] == ["image"]    # data.queries=train
   with np.load(tmp_path / "logits.npz") as f:
-    assert f["logits"].shape == (4, 200, 2, 10)             # [M, N, Q, C]
+    assert f["logits"].shape == (4, 200, 1, 10)             # [M, N, Q, C]: trained unflipped
     np.testing.assert_array_equal(f["keep"], np.load(tmp_path / "keep.npy"))
     assert f["population_logits"].shape[0] == 4
   assert os.listdir(tmp_path / "checkpoints")
