@@ -8,7 +8,7 @@ from scipy import special, stats
 from sklearn import linear_model, pipeline, preprocessing
 
 from mia_jax import attacks, metrics
-from mia_jax.attacks import lira, shokri, signals
+from mia_jax.attacks import lira, references, scaling, shokri, signals
 from mia_jax.errors import ConfigError
 
 M, N, Q, C = 6, 20, 2, 3
@@ -161,13 +161,28 @@ def _balanced(data, t, group):
   return lists
 
 
-def _lira_reference(data, t, kind):
-  """LiRA for target t, one example and query at a time, as the reference code."""
+def _refs_of(data, t):
+  """Per example, the IN and OUT shadows (model lists) the attacks use for target t:
+  _balanced with every other model; with data.num_references = K < M - 1, references.select's
+  per-example draws (their own properties are tested below)."""
+  if data.num_references is None or data.num_references >= data.num_models - 1:
+    return _balanced(data, t, data.keep), _balanced(data, t, ~data.keep)
+  refs = references.select(data.keep, t, data.num_references, data.reference_seed)
+  lists = lambda mask: [list(np.nonzero(mask[:, i])[0]) for i in range(data.num_examples)]
+  return lists(refs.inside), lists(refs.outside)
+
+
+def _lira_reference(data, t, kind, sigma="residual"):
+  """LiRA for target t, one example and query at a time, as the reference code.
+
+  sigma="total" (fixed variance): the reference code's np.std(dat_in) over every (example,
+  shadow, query) value of the group, around the grand mean (OUT from the OUT values)."""
   phi = _phi64(data.logits, data.labels[None, :, None])
-  ins_of, outs_of = _balanced(data, t, data.keep), _balanced(data, t, ~data.keep)
-  res_in = [phi[m, i, q] - np.median([phi[k, i, q] for k in ins_of[i]])
+  ins_of, outs_of = _refs_of(data, t)
+  center = (lambda vals: np.median(vals)) if sigma == "residual" else (lambda vals: 0.0)
+  res_in = [phi[m, i, q] - center([phi[k, i, q] for k in ins_of[i]])
             for i in range(data.num_examples) for q in range(Q) for m in ins_of[i]]
-  res_out = [phi[m, i, q] - np.median([phi[k, i, q] for k in outs_of[i]])
+  res_out = [phi[m, i, q] - center([phi[k, i, q] for k in outs_of[i]])
              for i in range(data.num_examples) for q in range(Q) for m in outs_of[i]]
   g_in, g_out = np.std(res_in), np.std(res_out)
   out = np.zeros(data.num_examples)
@@ -200,6 +215,52 @@ def test_lira_matches_reference(kind):
   for row, t in enumerate(targets):
     np.testing.assert_allclose(got[row], _lira_reference(data, t, kind), rtol=1e-9,
                                atol=1e-9, err_msg=f"target {t}")
+
+
+@pytest.mark.parametrize("num_references", [4, 5])
+@pytest.mark.parametrize("kind", ["lira_online", "lira_online_fixed_var", "lira_offline",
+                                  "lira_offline_fixed_var", "lira_offline_logpdf"])
+def test_lira_with_drawn_references_matches_reference(kind, num_references):
+  """K references per example (the scaling curve's path: gathered and sorted per target)."""
+  data = _data(seed=17, m=8).with_references(num_references, seed=3)
+  got = attacks.run(kind, data, [0, 5])
+  for row, t in enumerate([0, 5]):
+    np.testing.assert_allclose(got[row], _lira_reference(data, t, kind), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["lira_online_fixed_var", "lira_offline_fixed_var"])
+def test_lira_fixed_var_total_sigma_is_the_reference_codes(kind):
+  data = _data(seed=18)
+  got = attacks.run(kind, data, [1, 4], sigma="total")
+  for row, t in enumerate([1, 4]):
+    np.testing.assert_allclose(got[row], _lira_reference(data, t, kind, sigma="total"),
+                               rtol=1e-9, atol=1e-9)
+  # The total std holds the spread of the medians between examples (difficulty): wider.
+  _, st_in, st_out = lira.shadow_stats(data, 1)
+  assert st_in["total_sigma"] > 1.2 * st_in["global_sigma"]
+  assert st_out["total_sigma"] > 1.2 * st_out["global_sigma"]
+  with pytest.raises(ConfigError, match="sigma"):
+    attacks.run(kind, data, [0], sigma="pooled")
+
+
+def test_lira_sorted_tables_equal_the_gathered_path():
+  """Every other model as references: the once-sorted tables, with the target and the surplus
+  shadow left out by index arithmetic, give the stats of gathering and sorting the same
+  references (the drawn path), on an exact design and on independent draws."""
+  exact = _data(seed=19, m=10, n=50)
+  rng = np.random.default_rng(19)
+  loose = attacks.AttackData(logits=exact.logits, labels=exact.labels,
+                             keep=rng.random(exact.keep.shape) < 0.5)
+  for data in (exact, loose):
+    for t in (0, 7):
+      refs = references.select(data.keep, t)
+      fast = lira._all_models_stats(data, t, refs)
+      slow = lira._drawn_stats(data, t, references.References(inside=refs.inside,
+                                                             outside=refs.outside))
+      for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a["k"], b["k"])
+        for key in ("mu", "sigma", "r1", "r2", "t1", "t2"):
+          np.testing.assert_allclose(a[key], b[key], rtol=1e-9, atol=1e-9, err_msg=key)
 
 
 def test_lira_matches_reference_on_independent_draws():
@@ -313,25 +374,31 @@ def test_threshold_attacks_match_numpy(name, fn):
 
 
 def _rmia_reference(data, t, offline, a=0.3, gamma=2.0):
-  """RMIA for target t with an explicit [N, Z] likelihood-ratio matrix."""
+  """RMIA for target t with an explicit [N, Z] likelihood-ratio matrix, one example at a time.
+
+  The references of a pool example are those of _balanced (every example keeps the same
+  number of IN and of OUT shadows, as Privacy Meter keeps num_reference_models OUT signals
+  per example). Online, Pr(x) = (mean_IN + mean_OUT) / 2, Privacy Meter's definition: the
+  plain mean over all other models that this test used to check gave a member of the target
+  one IN reference fewer than a non-member, which alone ranks members higher
+  (tests/test_null.py). Population examples are OUT for every other model."""
   def prob(logits, labels):
     p = special.softmax(np.asarray(logits, np.float64), axis=-1)
     return np.take_along_axis(p, labels[None, :, None, None], -1)[..., 0].mean(-1)  # [M, n]
 
-  refs = [m for m in range(data.num_models) if m != t]
   px = prob(data.logits, data.labels)
-
-  def prior(p, out_mask):
-    if not offline:
-      return p[refs].mean(0)
-    mean_out = np.array([p[[m for m in refs if out_mask[m, i]], i].mean()
-                         for i in range(p.shape[1])])
-    return 0.5 * ((1 + a) * mean_out + (1 - a))
-
-  rx = px[t] / prior(px, ~data.keep)
+  ins_of, outs_of = _refs_of(data, t)
+  mean_in = np.array([px[ins_of[i], i].mean() for i in range(data.num_examples)])
+  mean_out = np.array([px[outs_of[i], i].mean() for i in range(data.num_examples)])
+  prior = (0.5 * ((1 + a) * mean_out + (1 - a)) if offline
+           else 0.5 * (mean_in + mean_out))
+  rx = px[t] / prior
   if data.population_logits is not None:
     pz = prob(data.population_logits, data.population_labels)
-    rz = pz[t] / prior(pz, np.ones(pz.shape, bool))
+    refs_z = references.population(data.num_models, pz.shape[1], t, data.num_references,
+                                   data.reference_seed)
+    mean_z = np.array([pz[refs_z[:, j], j].mean() for j in range(pz.shape[1])])
+    rz = pz[t] / (0.5 * ((1 + a) * mean_z + (1 - a)) if offline else mean_z)
   else:
     rz = rx[~data.keep[t]]
   return np.mean(rx[:, None] / rz[None, :] >= gamma, axis=1)
@@ -346,6 +413,15 @@ def test_rmia_matches_reference(offline, population):
   got = attacks.run(name, data, list(range(8)), **params)
   for t in range(8):
     np.testing.assert_allclose(got[t], _rmia_reference(data, t, offline, 0.4, 1.5), atol=1e-12)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_rmia_with_drawn_references_matches_reference(offline):
+  data = _data(seed=21, m=8, population=25).with_references(4, seed=2)
+  name = "rmia_offline" if offline else "rmia_online"
+  got = attacks.run(name, data, [0, 6], **({"a": 0.4} if offline else {}))
+  for row, t in enumerate([0, 6]):
+    np.testing.assert_allclose(got[row], _rmia_reference(data, t, offline, 0.4), atol=1e-12)
 
 
 def test_rmia_bad_params():
@@ -376,16 +452,18 @@ def test_shokri_features_match_numpy():
                              np.c_[np.exp(expected), p[np.arange(7), y]], rtol=1e-12)
 
 
-def test_shokri_matches_direct_fit():
-  # With max_train_per_class above the number of (shadow, example) pairs, every pair trains.
-  data = _data(seed=14, m=6, n=60)
+@pytest.mark.parametrize("num_references", [None, 2])
+def test_shokri_matches_direct_fit(num_references):
+  # With max_train_per_class above the number of (shadow, example) pairs, every pair trains:
+  # each example's IN and OUT references (_refs_of), the same count for every example.
+  data = _data(seed=14, m=6, n=60).with_references(num_references)
   t = 2
   got = attacks.run("shokri", data, [t], max_train_per_class=10_000)[0]
-  shadows = [m for m in range(6) if m != t]
+  ins_of, outs_of = _refs_of(data, t)
   for c in range(C):
     idx = np.nonzero(data.labels == c)[0]
-    m, i = np.meshgrid(shadows, idx, indexing="ij")
-    m, i = m.ravel(), i.ravel()
+    pairs = [(m, i) for i in idx for m in ins_of[i] + outs_of[i]]
+    m, i = np.array(pairs).T
     p = special.softmax(data.logits[m, i], axis=-1).mean(1)
     x = np.log(-np.sort(-p, axis=-1))
     model = pipeline.make_pipeline(preprocessing.StandardScaler(),
@@ -400,6 +478,117 @@ def test_shokri_mlp_and_bad_classifier():
   assert np.all(np.isfinite(attacks.run("shokri", data, [0], classifier="mlp")))
   with pytest.raises(ConfigError):
     attacks.run("shokri", data, [0], classifier="svm")
+
+
+# ------------------------------------------------------------------ references
+
+
+@pytest.mark.parametrize("size", [None, 2, 3, 4, 6, 7])
+def test_references_composition_does_not_depend_on_the_target(size):
+  rng = np.random.default_rng(20)
+  m, n = 8, 400
+  keep = _keep(rng, m, n)
+  for t in (0, 5):
+    refs = references.select(keep, t, size, seed=1)
+    assert not refs.inside[t].any() and not refs.outside[t].any()
+    assert not (refs.inside & ~keep).any() and not (refs.outside & keep).any()
+    k_in, k_out = refs.inside.sum(0), refs.outside.sum(0)
+    if size is None or size >= m - 1:    # every other model, truncated to the smallest count
+      assert (k_in == m // 2 - 1).all() and (k_out == m // 2 - 1).all()
+      assert not refs.drawn
+    elif size % 2 == 0:
+      assert (k_in == size // 2).all() and (k_out == size // 2).all() and refs.drawn
+    else:                                # the extra reference IN or OUT by a fair coin
+      assert (k_in + k_out == size).all() and set(k_in) == {size // 2, size // 2 + 1}
+      member = keep[t]
+      assert abs(k_in[member].mean() - k_in[~member].mean()) < 0.15
+    flipped = keep.copy()
+    flipped[t] = ~flipped[t]             # the target's own row is never read
+    other = references.select(flipped, t, size, seed=1)
+    np.testing.assert_array_equal(other.inside, refs.inside)
+    np.testing.assert_array_equal(other.outside, refs.outside)
+
+
+def test_drawn_references_are_uniform_and_seeded():
+  rng = np.random.default_rng(22)
+  m, n, size = 10, 4000, 4
+  keep = _keep(rng, m, n)
+  refs = references.select(keep, 3, size, seed=5)
+  np.testing.assert_array_equal(references.select(keep, 3, size, seed=5).inside, refs.inside)
+  assert (references.select(keep, 3, size, seed=6).inside != refs.inside).any()
+  assert (references.select(keep, 4, size, seed=5).inside != refs.inside).any()
+  # Each IN shadow of example i is drawn with probability (size / 2) / (its IN count).
+  shadows = np.delete(keep, 3, axis=0)
+  expected = np.where(shadows, (size // 2) / shadows.sum(0), 0.0)
+  got = np.delete(refs.inside, 3, axis=0)
+  for count in np.unique(shadows.sum(0)):
+    cols = shadows.sum(0) == count
+    rate = got[:, cols].sum() / shadows[:, cols].sum()
+    assert abs(rate - expected[:, cols].max()) < 0.02, count
+
+
+def test_drawn_references_keep_what_an_example_has():
+  """Keep rows drawn independently: an example with fewer IN shadows than size / 2 keeps all."""
+  rng = np.random.default_rng(23)
+  keep = rng.random((9, 300)) < 0.3
+  refs = references.select(keep, 0, 6, seed=0)
+  have_in, have_out = keep[1:].sum(0), (~keep[1:]).sum(0)
+  np.testing.assert_array_equal(refs.inside.sum(0), np.minimum(have_in, 3))
+  np.testing.assert_array_equal(refs.outside.sum(0), np.minimum(have_out, 3))
+
+
+def test_population_references_and_compact():
+  pop = references.population(7, 50, 2, None)
+  assert not pop[2].any() and pop[[0, 1, 3, 4, 5, 6]].all()
+  pop = references.population(7, 50, 2, 3, seed=4)
+  assert not pop[2].any() and (pop.sum(0) == 3).all()
+  idx, valid = references.compact(pop)
+  rebuilt = np.zeros_like(pop)
+  rebuilt[idx[valid], np.broadcast_to(np.arange(50), idx.shape)[valid]] = True
+  np.testing.assert_array_equal(rebuilt, pop)
+  assert (np.diff(idx, axis=0) > 0).all()          # each column's models in index order
+  with pytest.raises(ConfigError):
+    references.select(np.ones((4, 5), bool), 0, 0)
+
+
+def test_attack_data_with_references():
+  data = _data(seed=24)
+  phi = data.signal("scaled_logit")
+  view = data.with_references(3, seed=2)
+  assert view.num_references == 3 and view.reference_seed == 2 and data.num_references is None
+  assert view.signal("scaled_logit") is phi          # shared, not recomputed
+  with pytest.raises(ConfigError, match="num_references"):
+    attacks.AttackData(logits=data.logits, labels=data.labels, keep=data.keep,
+                       num_references=0)
+
+
+def test_shadow_scaling_runs_the_shadow_attacks_on_the_drawn_view():
+  data = _data(seed=25, m=8, n=200, leak=2.0)
+  curve = scaling.shadow_scaling(data, ["loss", "lira_online", "rmia_online"], [1, 2],
+                                 sizes=[2, 4, 7], seed=3)
+  assert set(curve["attacks"]) == {"lira_online", "rmia_online"}   # loss reads no shadows
+  for name in curve["attacks"]:
+    for point in curve["attacks"][name]:
+      view = scaling.view(data, point["num_shadows"], 3)
+      scores = attacks.run(name, view, [1, 2])
+      assert point["auc"]["per_target"] == [_auc(scores[0], data.keep[1]),
+                                            _auc(scores[1], data.keep[2])]
+
+
+def test_register_declares_whether_an_attack_reads_shadows():
+  assert attacks.reads_shadows("lira_online") and not attacks.reads_shadows("loss")
+  assert {n for n in attacks.names() if attacks.reads_shadows(n)} == {
+      n for n in attacks.names() if n.startswith(("lira_", "rmia_", "shokri"))}
+  with pytest.raises(TypeError):
+    attacks.register("mine", attacks.get("loss"))    # reads_shadows must be said
+  try:
+    attacks.register("mine", attacks.get("loss"), reads_shadows=True)
+    assert attacks.reads_shadows("mine")
+  finally:
+    attacks.ATTACKS.pop("mine", None)
+    attacks.registry.SHADOW_BASED.discard("mine")
+  with pytest.raises(ConfigError):
+    attacks.reads_shadows("mine")
 
 
 # ------------------------------------------------------------------ properties of all attacks

@@ -12,12 +12,13 @@ using only the other models as shadows/references (see base.py).
                        targets=[0, 1])
 """
 
-from mia_jax.attacks import signals
+from mia_jax.attacks import references, signals
 from mia_jax.attacks.base import AttackData, AttackFn, others
 from mia_jax.attacks.evaluate import evaluate_attack, evaluate_attacks, target_predictions
-from mia_jax.attacks.registry import ATTACKS, get, names, params_of, register, run
+from mia_jax.attacks.registry import (ATTACKS, get, names, params_of, reads_shadows, register,
+                                     run)
 from mia_jax.attacks.rmia import tune_rmia_a
 
 __all__ = ["ATTACKS", "AttackData", "AttackFn", "evaluate_attack", "evaluate_attacks", "get",
-           "names", "others", "params_of", "register", "run", "signals", "target_predictions",
-           "tune_rmia_a"]
+           "names", "others", "params_of", "reads_shadows", "references", "register", "run",
+           "signals", "target_predictions", "tune_rmia_a"]

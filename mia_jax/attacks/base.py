@@ -8,6 +8,10 @@ returning membership scores (higher = member) of all N pool examples for each ta
 in `targets`, computed from model t's outputs and the OTHER models only: no attack reads
 keep[t] (except RMIA without population data, which takes the target's known non-members as
 its z samples, as the paper does) and no attack uses model t as its own shadow/reference.
+Shadow-based attacks take their per-example IN and OUT references from references.py, whose
+rule keeps their IN/OUT composition independent of keep[t, i]; `num_references` (None: every
+other model; K: K per example, as the shadow-scaling curve asks) and `reference_seed` choose
+it, and `with_references` gives a view of the same outputs with another choice.
 
 `AttackData` caches derived arrays (signals over all models, sorted shadow statistics) in a
 private dict, so several attacks on the same object compute them once. The cache lives as
@@ -34,12 +38,18 @@ class AttackData:
     keep: bool [M, N]; keep[m, i] = model m trained on example i.
     population_logits: optional float [M, P, Q, C] on examples in no model's training set.
     population_labels: optional int [P].
+    num_references: references per example for the shadow-based attacks: None for every other
+      model (counts truncated in exact designs), K for K // 2 IN and K // 2 OUT drawn per
+      example (references.py).
+    reference_seed: seed of those draws.
   """
   logits: np.ndarray
   labels: np.ndarray
   keep: np.ndarray
   population_logits: Optional[np.ndarray] = None
   population_labels: Optional[np.ndarray] = None
+  num_references: Optional[int] = None
+  reference_seed: int = 0
   _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
   def __post_init__(self):
@@ -55,6 +65,10 @@ class AttackData:
                         f"{np.asarray(keep).dtype} {np.shape(keep)}")
     if m < 2:
       raise ConfigError(f"need at least 2 models (a target and a shadow), got M={m}")
+    if self.num_references is not None and not (
+        isinstance(self.num_references, (int, np.integer)) and self.num_references >= 1):
+      raise ConfigError(f"num_references={self.num_references!r} must be None (every other "
+                        "model) or an integer >= 1")
     if (self.population_logits is None) != (self.population_labels is None):
       raise ConfigError("give both population_logits and population_labels, or neither")
     if self.population_logits is not None:
@@ -84,8 +98,25 @@ class AttackData:
       self._cache[key] = fn()
     return self._cache[key]
 
+  def cached_last(self, key: Any, tag: Any, fn: Callable[[], Any]) -> Any:
+    """Like `cached`, but holds one value under `key`: the one for the latest `tag` (e.g. a
+    target), recomputed with fn() when the tag changes."""
+    hit = self._cache.get(key)
+    if hit is None or hit[0] != tag:
+      hit = self._cache[key] = (tag, fn())
+    return hit[1]
+
   def clear_cache(self) -> None:
     self._cache.clear()
+
+  def with_references(self, num_references: Optional[int], seed: int = 0) -> "AttackData":
+    """The same outputs with another choice of references (see `num_references`); the
+    signals already computed are shared, not recomputed."""
+    view = dataclasses.replace(self, num_references=num_references, reference_seed=seed)
+    for key, value in self._cache.items():
+      if key[0] == "signal":
+        view._cache[key] = value
+    return view
 
   def signal(self, name: str, population: bool = False) -> np.ndarray:
     """Signal `name` (see signals.SIGNALS) of every model: [M, N, Q] (or [M, P, Q]), cached."""

@@ -1,4 +1,10 @@
-"""The attack registry: name -> attack function, and `run`."""
+"""The attack registry: name -> attack function, which attacks read shadow models, and `run`.
+
+A shadow-based attack takes its per-example references from references.for_target (so the
+IN/OUT composition it sees does not depend on the target's membership, and the shadow-scaling
+curve can rerun it with K references per example); tests/test_null.py runs every registered
+attack on a target without membership signal, so an attack cannot be added without passing.
+"""
 
 import inspect
 from typing import Sequence
@@ -25,13 +31,33 @@ ATTACKS: dict[str, AttackFn] = {
 }
 
 
+# The attacks that read shadow / reference models: the ones the shadow-scaling curve reruns.
+SHADOW_BASED: set[str] = {"shokri", "lira_online", "lira_online_fixed_var", "lira_offline",
+                          "lira_offline_fixed_var", "lira_offline_logpdf", "rmia_online",
+                          "rmia_offline"}
+
+
 def names() -> list[str]:
   return sorted(ATTACKS)
 
 
-def register(name: str, fn: AttackFn) -> None:
-  """Registers `fn(data, targets, **params) -> scores [T, N]` under `name`."""
+def register(name: str, fn: AttackFn, *, reads_shadows: bool) -> None:
+  """Registers `fn(data, targets, **params) -> scores [T, N]` under `name`.
+
+  reads_shadows: whether fn reads other models (then it must take them from
+  references.for_target); the shadow-scaling curve reruns exactly these.
+  """
   ATTACKS[name] = fn
+  if reads_shadows:
+    SHADOW_BASED.add(name)
+  else:
+    SHADOW_BASED.discard(name)
+
+
+def reads_shadows(name: str) -> bool:
+  """Whether attack `name` reads shadow / reference models."""
+  get(name)
+  return name in SHADOW_BASED
 
 
 def get(name: str) -> AttackFn:

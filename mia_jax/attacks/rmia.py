@@ -2,28 +2,37 @@
 
 Pr(x | theta) is the softmax probability of the true label averaged over the Q queries
 (computed as sigmoid of the cached scaled logit, which is the same number).
-For target t the references are the other models:
+For target t the references of example x are the other models that references.py picks for
+x (IN and OUT in counts that do not depend on the target's membership of x):
 
-  online   Pr(x) = mean over all references of Pr(x | theta_ref)
+  online   Pr(x) = (mean over IN references + mean over OUT references) / 2
   offline  Pr(x) = 0.5 * ((1 + a) * mean over OUT references + (1 - a))
 
-and the same formula gives Pr(z) for the z samples (population examples are OUT for every
-reference). LR(x, z) = (Pr(x | theta_t) / Pr(x)) / (Pr(z | theta_t) / Pr(z)) and
-score(x) = fraction of z with LR(x, z) >= gamma, counted with a sort and a searchsorted on
-log ratios (O((N + Z) log Z), no [N, Z] matrix).
+Online is Privacy Meter's definition: the prior of a balanced population of models, so that
+it does not depend on how many references hold x. (It was the plain mean over all the other
+models, which in an exact design gives a member of the target one IN reference fewer than a
+non-member: a lower prior, a higher ratio, and an AUC above 0.5 on a target whose outputs
+carry no membership; experiments/results/null_table.md.) An example with no IN (or no OUT)
+reference takes the mean of the other group online; offline, an example with no OUT
+reference takes its IN mean.
 
 z samples: population_logits when the data has them, else the pool examples that are OUT for
-the target (known non-members of the target, as in the paper's setup). Offline, an example
-with no OUT reference falls back to the mean over all references.
+the target (known non-members of the target, as in the paper's setup). A population example
+is OUT for every model: its references are every other model (or K of them, drawn per
+example, with data.num_references = K), Pr(z) their mean online and the formula above
+offline; a pool z keeps its own Pr(x). LR(x, z) = (Pr(x | theta_t) / Pr(x)) / (Pr(z |
+theta_t) / Pr(z)) and score(x) = fraction of z with LR(x, z) >= gamma, counted with a sort
+and a searchsorted on log ratios (O((N + Z) log Z), no [N, Z] matrix).
 Probabilities are floored at 1e-300 before taking logs, so 0 / 0 never occurs.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import special
 
 from mia_jax import metrics
+from mia_jax.attacks import references
 from mia_jax.attacks.base import AttackData, check_targets
 from mia_jax.errors import ConfigError
 
@@ -41,13 +50,12 @@ def _probs(data: AttackData, population: bool) -> np.ndarray:
       lambda: special.expit(data.signal("scaled_logit", population)).mean(axis=-1))
 
 
-def _sums(p: np.ndarray, keep: np.ndarray | None) -> dict:
-  """Sums over models of p [M, N] (all models, and OUT models where keep [M, N] is given)."""
-  out = {"all": p.sum(axis=0, dtype=np.float64)}
-  if keep is not None:
-    out["out"] = np.where(keep, 0.0, p).sum(axis=0, dtype=np.float64)
-    out["k_out"] = (~keep).sum(axis=0)
-  return out
+def _mean(p: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mean of p [M, N] over the models where mask [M, N], float64 [N] (0 where none), and the
+  count [N]."""
+  count = mask.sum(axis=0)
+  total = np.where(mask, p, 0.0).sum(axis=0, dtype=np.float64)
+  return total / np.maximum(count, 1), count
 
 
 def _check_params(a: float, gamma: float) -> None:
@@ -57,23 +65,26 @@ def _check_params(a: float, gamma: float) -> None:
     raise ConfigError(f"RMIA gamma={gamma} must be positive (1 or 2 are typical)")
 
 
-def _log_ratio(p, sums, t, keep_t, offline, a) -> np.ndarray:
-  """log Pr(x | theta_t) - log Pr(x) for every column of p [M, N]; float64 [N]."""
-  p_t = p[t].astype(np.float64)
-  num_refs = p.shape[0] - 1
-  mean_all = (sums["all"] - p_t) / num_refs
+def _prior(p: np.ndarray, refs: references.References, offline: bool, a: float) -> np.ndarray:
+  """Pr(x) [N] of pool examples from their IN and OUT references (module docstring)."""
+  mean_in, k_in = _mean(p, refs.inside)
+  mean_out, k_out = _mean(p, refs.outside)
   if offline:
-    if keep_t is None:  # population: OUT for every reference
-      mean_out, k_out = mean_all, np.full(p_t.shape, num_refs)
-    else:
-      drop = ~keep_t
-      k_out = sums["k_out"] - drop
-      mean_out = (sums["out"] - np.where(drop, p_t, 0.0)) / np.maximum(k_out, 1)
-    mean_out = np.where(k_out > 0, mean_out, mean_all)
-    prior = 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
-  else:
-    prior = mean_all
-  return np.log(np.maximum(p_t, _FLOOR)) - np.log(np.maximum(prior, _FLOOR))
+    mean_out = np.where(k_out > 0, mean_out, mean_in)
+    return 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
+  both = 0.5 * (mean_in + mean_out)
+  return np.where(k_in > 0, np.where(k_out > 0, both, mean_in), mean_out)
+
+
+def _population_prior(pp: np.ndarray, mask: np.ndarray, offline: bool, a: float
+                      ) -> np.ndarray:
+  """Pr(z) [P] of population examples (OUT for every reference in mask [M, P])."""
+  mean, _ = _mean(pp, mask)
+  return 0.5 * ((1.0 + a) * mean + (1.0 - a)) if offline else mean
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+  return np.log(np.maximum(x, _FLOOR))
 
 
 def _score(log_rx: np.ndarray, log_rz: np.ndarray, gamma: float) -> np.ndarray:
@@ -85,30 +96,38 @@ def _score(log_rx: np.ndarray, log_rz: np.ndarray, gamma: float) -> np.ndarray:
   return count / log_rz.size
 
 
+def _target_scores(p: np.ndarray, keep: np.ndarray, t: int, refs: references.References,
+                   pp: Optional[np.ndarray], pop_refs: Optional[np.ndarray], offline: bool,
+                   a: float, gamma: float) -> np.ndarray:
+  """RMIA scores [N] of target row t from Pr(x | theta) p [M, N] (population pp [M, P])."""
+  log_rx = _log(p[t].astype(np.float64)) - _log(_prior(p, refs, offline, a))
+  if pp is None:
+    log_rz = log_rx[~keep[t]]
+  else:
+    log_rz = (_log(pp[t].astype(np.float64))
+              - _log(_population_prior(pp, pop_refs, offline, a)))
+  return _score(log_rx, log_rz, gamma)
+
+
 def _rmia(data: AttackData, targets: Sequence[int], offline: bool, a: float,
           gamma: float) -> np.ndarray:
   _check_params(a, gamma)
   targets = check_targets(data, targets)
   keep = np.asarray(data.keep)
   p = _probs(data, False)
-  sums = data.cached(("rmia", "sums", False), lambda: _sums(p, keep))
   has_pop = data.population_logits is not None
-  if has_pop:
-    pp = _probs(data, True)
-    pop_sums = data.cached(("rmia", "sums", True), lambda: _sums(pp, None))
+  pp = _probs(data, True) if has_pop else None
   scores = []
   for t in targets:
-    log_rx = _log_ratio(p, sums, t, keep[t], offline, a)
-    if has_pop:
-      log_rz = _log_ratio(pp, pop_sums, t, None, offline, a)
-    else:
-      log_rz = log_rx[~keep[t]]
-    scores.append(_score(log_rx, log_rz, gamma))
+    pop_refs = references.population_for_target(data, t) if has_pop else None
+    scores.append(_target_scores(p, keep, t, references.for_target(data, t), pp, pop_refs,
+                                 offline, a, gamma))
   return np.stack(scores)
 
 
 def rmia_online(data: AttackData, targets: Sequence[int], gamma: float = 2.0) -> np.ndarray:
-  """Online RMIA (all other models as references); scores [T, N] in [0, 1]."""
+  """Online RMIA (IN and OUT references, Pr(x) the average of their means); scores [T, N]
+  in [0, 1]."""
   return _rmia(data, targets, offline=False, a=0.0, gamma=gamma)
 
 
@@ -137,20 +156,18 @@ def tune_rmia_a(data: AttackData, reference_models: Sequence[int],
                       f"<= their number; got {len(refs)} and {num_pseudo_targets}")
   keep = np.asarray(data.keep)[refs]
   p = _probs(data, False)[refs]
-  sums = _sums(p, keep)
   has_pop = data.population_logits is not None
-  if has_pop:
-    pp = _probs(data, True)[refs]
-    pop_sums = _sums(pp, None)
+  pp = _probs(data, True)[refs] if has_pop else None
+  chosen = [references.select(keep, t) for t in range(num_pseudo_targets)]
+  pop_refs = [references.population(len(refs), pp.shape[1], t) if has_pop else None
+              for t in range(num_pseudo_targets)]
   mean_auc = []
   for a in grid:
     _check_params(a, gamma)
     aucs = []
     for t in range(num_pseudo_targets):
-      log_rx = _log_ratio(p, sums, t, keep[t], True, a)
-      log_rz = _log_ratio(pp, pop_sums, t, None, True, a) if has_pop else log_rx[~keep[t]]
-      fpr, tpr, _ = metrics.roc_curve(_score(log_rx, log_rz, gamma), keep[t])
+      scores = _target_scores(p, keep, t, chosen[t], pp, pop_refs[t], True, a, gamma)
+      fpr, tpr, _ = metrics.roc_curve(scores, keep[t])
       aucs.append(metrics.auc(fpr, tpr))
     mean_auc.append(np.mean(aucs))
   return float(grid[int(np.argmax(mean_auc))])
-

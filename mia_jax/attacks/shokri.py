@@ -1,7 +1,9 @@
 """Shadow-model attack (Shokri et al., S&P 2017) with per-class attack classifiers.
 
-For target t, the shadows are the other models. For each true class c, one binary
-classifier (scikit-learn) learns IN/OUT from shadow outputs on pool examples of class c:
+For target t, the shadows of pool example i are the other models that references.py picks
+for i (IN and OUT in counts that do not depend on the target's membership of i). For each
+true class c, one binary classifier (scikit-learn) learns IN/OUT from shadow outputs on pool
+examples of class c:
 features are the shadow's probability vector averaged over the Q queries, sorted in
 decreasing order (as ML-Leaks), by default in log space (log p, which a linear model
 separates far better than p; `log_features=False` gives raw probabilities). Optionally the
@@ -9,9 +11,9 @@ true label's log probability is appended (`with_true_prob=True`; off by default,
 original attack). The target's examples of class c are scored with that class's classifier:
 score = its decision function (log-odds of IN).
 
-Training rows are (shadow model, example) pairs drawn without replacement, at most
-`max_train_per_class` per class (default 5000), so cost does not grow with M. A class whose
-sample holds only IN or only OUT rows gets score 0 for its examples.
+Training rows are (shadow model, example) pairs of those references, drawn uniformly without
+replacement, at most `max_train_per_class` per class (default 5000), so cost does not grow
+with M. A class whose sample holds only IN or only OUT rows gets score 0 for its examples.
 """
 
 from typing import Sequence
@@ -19,8 +21,8 @@ from typing import Sequence
 import numpy as np
 from sklearn import linear_model, neural_network, pipeline, preprocessing
 
-from mia_jax.attacks import signals
-from mia_jax.attacks.base import AttackData, check_targets, others
+from mia_jax.attacks import references, signals
+from mia_jax.attacks.base import AttackData, check_targets
 from mia_jax.errors import ConfigError
 
 CLASSIFIERS = ("logreg", "mlp")
@@ -83,12 +85,13 @@ def shokri(data: AttackData, targets: Sequence[int], classifier: str = "logreg",
   scores = np.zeros((len(targets), data.num_examples))
   for row, t in enumerate(targets):
     rng = np.random.default_rng([seed, t])
-    shadows = others(data.num_models, t)
+    refs = references.for_target(data, t)
+    pairs = refs.inside | refs.outside  # [M, N]
     for c in np.unique(labels):
       idx = np.nonzero(labels == c)[0]
-      total = shadows.size * idx.size
-      flat = rng.choice(total, size=min(max_train_per_class, total), replace=False)
-      m, i = shadows[flat // idx.size], idx[flat % idx.size]
+      shadow, col = np.nonzero(pairs[:, idx])
+      pick = rng.choice(shadow.size, size=min(max_train_per_class, shadow.size), replace=False)
+      m, i = shadow[pick], idx[col[pick]]
       y = keep[m, i]
       if y.all() or not y.any():
         continue  # score 0 for this class
