@@ -4,23 +4,48 @@ Scores are never pooled across targets before computing metrics (pooling hides t
 between targets); metrics are computed per target and summarised by mean and std (ddof 1
 across targets; 0 for a single target).
 
-Bootstrap intervals: each target's members and non-members are resampled separately
-(seed = seed + target's position in `targets`), giving its own "auc_ci95" and
-"tpr_at_fpr_ci95" in "per_target". The pooled intervals are those of the MEAN over targets:
-replicate b of the mean is the mean over targets of each target's replicate b, and the
-interval is the 2.5th and 97.5th percentiles of those means. They hold the targets fixed
-and measure the uncertainty from the finite pool of examples.
+Intervals (95%). Each target's own intervals (metrics.evaluate: the examples are the unit,
+the model held fixed) are in "per_target". The summary's "*_ci95" are intervals of the MEAN
+over targets, and for it the target models are the unit that varies (with the training seed
+and the random half of the pool each trained on): a Student t interval over the T targets'
+values (stats.t_interval), clipped to [0, 1]. Each target's value carries its own example-
+level noise, so the t interval's spread holds both the model-to-model and the example-level
+variance. For TPR at FPR alpha the estimate is biased upward (its threshold's expected FPR is
+(k + 1) / (n + 1) > alpha, k = floor(alpha n)), so the lower end is the t interval's over
+each target's metrics.tpr_at_fpr_lower (the TPR at expected FPR alpha, at most the estimate)
+and the upper end over the estimates: it contains the mean of the estimates, and brackets
+the estimator's bias rather than correcting it (conservative where k is small).
+
+What it covers: the expected metric of a model trained by this recipe on this pool, over
+seeds and random halves. The targets share one pool and serve as each other's shadows, so
+they are not fully independent: the interval leaves out the pool-to-pool variance, and the
+shared shadows can correlate the targets' values (making it somewhat narrow). With a single
+target there is no spread to measure: the summary's intervals are then that target's own,
+over examples only ("interval_unit": "examples").
+
+The percentile bootstrap (`bootstrap` > 0) is recorded per target under "bootstrap_ci95",
+for comparison with older results only (metrics.py says why nothing reports it).
 """
 
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from mia_jax import metrics
+from mia_jax import metrics, stats
 from mia_jax.attacks import registry
 from mia_jax.attacks.base import AttackData, check_targets
 
-_SCALARS = ("auc", "advantage", "balanced_accuracy")
+_SCALARS = ("auc", "advantage", "advantage_abs", "balanced_accuracy")
+INTERVALS = {
+    "unit": "targets: Student t over the target models' values (their example-level noise "
+            "inside); per_target: the examples",
+    "auc": "per target: DeLong's variance on the logit scale",
+    "tpr_at_fpr": "per target: order statistics of the non-members and Clopper-Pearson, "
+                  "joined in quadrature; over targets: t, the lower end from the values at "
+                  "expected FPR <= alpha; not resolved where floor(alpha * non-members) = 0",
+    "advantage": "per target: the DKW band (valid for every threshold at once); over targets: "
+                 "t over the estimates, whose expectation exceeds the true advantage",
+}
 
 
 def _spread(values: Sequence[float], per_target: bool = True) -> dict:
@@ -29,6 +54,42 @@ def _spread(values: Sequence[float], per_target: bool = True) -> dict:
          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
   if per_target:
     out["per_target"] = values
+  return out
+
+
+def _t(values: Sequence[float]) -> tuple[float, float]:
+  lo, hi = stats.t_interval(values)
+  return max(0.0, lo), min(1.0, hi)
+
+
+def over_targets(items: Sequence[dict]) -> dict:
+  """95% intervals of the mean over targets of metrics.evaluate dicts (module docstring).
+
+  Args:
+    items: one metrics.evaluate dict per target [T], T >= 1.
+
+  Returns:
+    {"auc_ci95", "advantage_ci95", "advantage_abs_ci95", "balanced_accuracy_ci95": [lo, hi],
+     "tpr_at_fpr_ci95": {alpha: [lo, hi]},
+     "tpr_at_fpr_resolved": {alpha: every target's floor(alpha * non-members) >= 1},
+     "interval_unit": "targets" (T >= 2) or "examples" (T = 1: that target's intervals)}.
+  """
+  keys = list(items[0]["tpr_at_fpr"])
+  out = {}
+  if len(items) == 1:
+    only = items[0]
+    for m in _SCALARS:
+      out[f"{m}_ci95"] = list(only[f"{m}_ci95"])
+    out["tpr_at_fpr_ci95"] = {k: list(only["tpr_at_fpr_ci95"][k]) for k in keys}
+  else:
+    for m in _SCALARS:
+      out[f"{m}_ci95"] = list(_t([r[m] for r in items]))
+    out["tpr_at_fpr_ci95"] = {
+        k: [_t([r["tpr_at_fpr_lower"][k] for r in items])[0],
+            _t([r["tpr_at_fpr"][k] for r in items])[1]] for k in keys}
+  out["tpr_at_fpr_resolved"] = {k: all(r["nonmembers_at_fpr"][k] >= 1 for r in items)
+                                for k in keys}
+  out["interval_unit"] = "targets" if len(items) > 1 else "examples"
   return out
 
 
@@ -42,17 +103,18 @@ def evaluate_attack(name: str, data: AttackData, targets: Sequence[int], *,
     data: the attack data.
     targets: target model indices [T].
     params: keyword parameters of the attack.
-    bootstrap: bootstrap replicates for 95% intervals (0: none).
-    seed: bootstrap seed.
+    bootstrap: percentile-bootstrap replicates recorded per target for comparison (0: none).
+    seed: bootstrap seed (target r uses seed + r).
     fprs: alphas for TPR at FPR.
 
   Returns:
-    (summary, curves). summary = {"attack", "params", "targets",
-      "per_target": [{"target": t, **metrics.evaluate(...)}],
-      "auc" | "advantage" | "balanced_accuracy": {"mean", "std", "per_target"},
-      "tpr_at_fpr" | "nonmembers_at_fpr": {str(alpha): {"mean", "std", "per_target"}}}
-    plus, with bootstrap, "auc_ci95": [lo, hi] and "tpr_at_fpr_ci95": {str(alpha): [lo, hi]}
-    for the mean over targets. curves = [(fpr [G_t + 1], tpr [G_t + 1]) per target].
+    (summary, curves). summary = {"attack", "params", "targets", "intervals" (INTERVALS),
+      "per_target": [{"target": t, **metrics.evaluate(...)}] (each with its own intervals),
+      "auc" | "advantage" | "advantage_abs" | "balanced_accuracy":
+        {"mean", "std", "per_target"},
+      "tpr_at_fpr" | "nonmembers_at_fpr": {str(alpha): {"mean", "std", "per_target"}},
+      **over_targets(per_target)} (the intervals of the means).
+    curves = [(fpr [G_t + 1], tpr [G_t + 1]) per target].
   """
   params = dict(params or {})
   targets = check_targets(data, targets)
@@ -79,16 +141,14 @@ def evaluate_scores(name: str, scores: np.ndarray, keep: np.ndarray, targets: Se
   params = dict(params or {})
   targets = [int(t) for t in targets]
   keep = np.asarray(keep)
-  per_target, curves, reps = [], [], []
+  per_target, curves = [], []
   for row, t in enumerate(targets):
-    result = {"target": t, **metrics.evaluate(scores[row], keep[t], fprs)}
-    fpr, tpr, _ = metrics.roc_curve(scores[row], keep[t])
-    curves.append((fpr, tpr))
+    tally = metrics.tally(scores[row], keep[t])
+    result = {"target": t, **metrics.evaluate_tally(tally, fprs)}
     if bootstrap:
-      rep = metrics.bootstrap_replicates(scores[row], keep[t], fprs, bootstrap, seed + row)
-      result["auc_ci95"] = metrics.ci95(rep["auc"])
-      result["tpr_at_fpr_ci95"] = {k: metrics.ci95(v) for k, v in rep["tpr_at_fpr"].items()}
-      reps.append(rep)
+      result["bootstrap_ci95"] = metrics.bootstrap_ci95(scores[row], keep[t], fprs, bootstrap,
+                                                        seed + row)
+    curves.append(metrics.roc_from_tally(tally)[:2])
     per_target.append(result)
   keys = list(per_target[0]["tpr_at_fpr"])
   summary = {"attack": name, "params": params, "targets": targets, "per_target": per_target}
@@ -96,10 +156,8 @@ def evaluate_scores(name: str, scores: np.ndarray, keep: np.ndarray, targets: Se
     summary[metric] = _spread([r[metric] for r in per_target])
   for metric in ("tpr_at_fpr", "nonmembers_at_fpr"):
     summary[metric] = {k: _spread([r[metric][k] for r in per_target]) for k in keys}
-  if bootstrap:
-    summary["auc_ci95"] = metrics.ci95(np.mean([r["auc"] for r in reps], axis=0))
-    summary["tpr_at_fpr_ci95"] = {
-        k: metrics.ci95(np.mean([r["tpr_at_fpr"][k] for r in reps], axis=0)) for k in keys}
+  summary.update(over_targets(per_target))
+  summary["intervals"] = INTERVALS
   return summary, curves
 
 
@@ -133,7 +191,10 @@ def evaluate_attacks(names: Sequence[str], data: AttackData, targets: Sequence[i
 
 
 def combine(items: Sequence[dict], per_target: bool) -> dict:
-  """Mean and std over targets of metrics.evaluate dicts (skipped ones only counted)."""
+  """Mean, std and the intervals over targets (over_targets) of metrics.evaluate dicts.
+
+  Skipped items (a slice without members or non-members) are only counted.
+  """
   ok = [s for s in items if "skipped" not in s]
   out = {"num_targets": len(ok),
          "num_members": float(np.mean([s["num_members"] for s in items])),
@@ -141,10 +202,11 @@ def combine(items: Sequence[dict], per_target: bool) -> dict:
   if not ok:
     out["skipped"] = next((s["skipped"] for s in items), "no targets")
     return out
-  for key in ("auc", "advantage", "balanced_accuracy"):
+  for key in _SCALARS:
     out[key] = _spread([s[key] for s in ok], per_target)
   out["tpr_at_fpr"] = {a: _spread([s["tpr_at_fpr"][a] for s in ok], per_target)
                        for a in ok[0]["tpr_at_fpr"]}
+  out.update(over_targets(ok))
   return out
 
 
@@ -159,10 +221,11 @@ def slice_summary(scores: np.ndarray, keep_rows: np.ndarray, labels: np.ndarray,
   Returns:
     {"class": {str(c): s}, "correct": s, "incorrect": s}, s = {"num_targets" (those whose
     slice has members and non-members), "num_members", "num_nonmembers" (means over all
-    targets), "auc", "advantage", "balanced_accuracy": {"mean", "std"},
-    "tpr_at_fpr": {alpha: {"mean", "std"}}}.
+    targets), "auc", "advantage", "advantage_abs", "balanced_accuracy": {"mean", "std"},
+    "tpr_at_fpr": {alpha: {"mean", "std"}}, **over_targets(...)}.
   """
-  per = [metrics.evaluate_slices(scores[r], keep_rows[r], labels, predictions[r])
+  per = [metrics.evaluate_slices(scores[r], keep_rows[r], labels, predictions[r],
+                                 intervals=len(scores) == 1)   # T > 1: t over the values
          for r in range(len(scores))]
   classes = sorted({c for s in per for c in s["class"]}, key=int)
   return {"class": {c: combine([s["class"][c] for s in per if c in s["class"]], False)
