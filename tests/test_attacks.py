@@ -8,7 +8,7 @@ from scipy import special, stats
 from sklearn import linear_model, pipeline, preprocessing
 
 from mia_jax import attacks, metrics
-from mia_jax.attacks import lira, references, scaling, shokri, signals
+from mia_jax.attacks import lira, references, rmia, scaling, shokri, signals
 from mia_jax.errors import ConfigError
 
 M, N, Q, C = 6, 20, 2, 3
@@ -261,6 +261,24 @@ def test_lira_sorted_tables_equal_the_gathered_path():
         np.testing.assert_array_equal(a["k"], b["k"])
         for key in ("mu", "sigma", "r1", "r2", "t1", "t2"):
           np.testing.assert_allclose(a[key], b[key], rtol=1e-9, atol=1e-9, err_msg=key)
+
+
+def test_rmia_group_totals_equal_the_gathered_means():
+  """RMIA's every-other-model path (group totals less the target and the surplus shadow)
+  gives the means over the same references gathered one by one."""
+  data = _data(seed=26, m=10, n=50)
+  p = rmia._probs(data, False)
+  totals = rmia._totals(p, data.keep)
+  for t in (0, 9):
+    refs = references.select(data.keep, t)
+    fast = rmia._ref_means(p, t, data.keep[t], refs, totals)
+    slow = rmia._ref_means(p, t, data.keep[t], references.References(
+        inside=refs.inside, outside=refs.outside), None)
+    for a, b in zip(fast, slow):
+      np.testing.assert_allclose(a, b, rtol=1e-12)
+    ins_of, outs_of = _balanced(data, t, data.keep), _balanced(data, t, ~data.keep)
+    np.testing.assert_allclose(fast[0], [p[ins_of[i], i].mean() for i in range(50)],
+                               rtol=1e-12)
 
 
 def test_lira_matches_reference_on_independent_draws():
@@ -549,6 +567,28 @@ def test_population_references_and_compact():
   assert (np.diff(idx, axis=0) > 0).all()          # each column's models in index order
   with pytest.raises(ConfigError):
     references.select(np.ones((4, 5), bool), 0, 0)
+
+
+@pytest.mark.parametrize("size", [None, 4])
+def test_sample_pairs_draws_from_the_references_only(size):
+  rng = np.random.default_rng(27)
+  keep = _keep(rng, 8, 60)
+  refs = references.select(keep, 2, size, seed=1)
+  examples = np.arange(5, 45, 2)
+  pool = {(m, i) for i in examples for m in np.nonzero(refs.inside[:, i] | refs.outside[:, i])[0]}
+  m, i = references.sample_pairs(refs, 2, examples, 10_000, np.random.default_rng(0))
+  assert len(m) == len(pool) and set(zip(m.tolist(), i.tolist())) == pool   # all of them
+  m, i = references.sample_pairs(refs, 2, examples, 30, np.random.default_rng(0))
+  pairs = set(zip(m.tolist(), i.tolist()))
+  assert len(pairs) == 30 and pairs <= pool                                  # no repeats
+  # uniform over the pool: every pair about equally often over many draws
+  hits = {}
+  for seed in range(300):
+    m, i = references.sample_pairs(refs, 2, examples, 30, np.random.default_rng(seed))
+    for pair in zip(m.tolist(), i.tolist()):
+      hits[pair] = hits.get(pair, 0) + 1
+  expected = 300 * 30 / len(pool)
+  assert set(hits) == pool and max(abs(v - expected) for v in hits.values()) < 5 * expected**0.5
 
 
 def test_attack_data_with_references():

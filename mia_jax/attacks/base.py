@@ -110,11 +110,12 @@ class AttackData:
     self._cache.clear()
 
   def with_references(self, num_references: Optional[int], seed: int = 0) -> "AttackData":
-    """The same outputs with another choice of references (see `num_references`); the
-    signals already computed are shared, not recomputed."""
+    """The same outputs with another choice of references (see `num_references`). What is
+    already cached and does not depend on that choice (keys starting with "signal" or
+    "design") is shared, not recomputed."""
     view = dataclasses.replace(self, num_references=num_references, reference_seed=seed)
     for key, value in self._cache.items():
-      if key[0] == "signal":
+      if key[0] in ("signal", "design"):
         view._cache[key] = value
     return view
 

@@ -158,8 +158,8 @@ def _drawn_stats(data: AttackData, target: int, refs: references.References
   v = phi[target]
   none = np.zeros(phi.shape[1], bool)
   out = []
-  for mask in (refs.inside, refs.outside):
-    idx, valid = references.compact(mask)
+  for inside in (True, False):
+    idx, valid = refs.models(inside)
     values = phi[idx, np.arange(phi.shape[1])[None, :]]  # [W, N, Q]
     out.append(_leave_out(_group_table(values, valid), v, none, v, none))
   return out[0], out[1]

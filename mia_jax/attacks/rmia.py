@@ -46,16 +46,44 @@ def _probs(data: AttackData, population: bool) -> np.ndarray:
   logits are read once.
   """
   return data.cached(
-      ("rmia", "p", population),
+      ("design", "rmia", "p", population),
       lambda: special.expit(data.signal("scaled_logit", population)).mean(axis=-1))
 
 
-def _mean(p: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Mean of p [M, N] over the models where mask [M, N], float64 [N] (0 where none), and the
-  count [N]."""
-  count = mask.sum(axis=0)
-  total = np.where(mask, p, 0.0).sum(axis=0, dtype=np.float64)
-  return total / np.maximum(count, 1), count
+def _totals(p: np.ndarray, keep: np.ndarray) -> dict:
+  """Sums of p [M, N] over each example's IN and OUT models, float64 [N], and their counts."""
+  total_in = np.zeros(p.shape[1], np.float64)
+  total_out = np.zeros(p.shape[1], np.float64)
+  for m in range(p.shape[0]):
+    total_in += np.where(keep[m], p[m], 0.0)
+    total_out += np.where(keep[m], 0.0, p[m])
+  count_in = keep.sum(axis=0, dtype=np.int64)
+  return {"in": total_in, "out": total_out, "k_in": count_in,
+          "k_out": keep.shape[0] - count_in}
+
+
+def _ref_means(p: np.ndarray, t: int, keep_t: np.ndarray, refs: references.References,
+               totals: Optional[dict]) -> tuple[np.ndarray, ...]:
+  """(mean_in, k_in, mean_out, k_out) [N] of p [M, N] over each example's references.
+
+  Every other model as references: the group totals less the target and the surplus shadow
+  (O(N) per target); drawn references: the chosen models' values gathered ([W, N])."""
+  cols = np.arange(p.shape[1])
+  out = []
+  for inside, member, dropped in ((True, keep_t, refs.dropped_in),
+                                  (False, ~keep_t, refs.dropped_out)):
+    if refs.drawn:
+      idx, valid = refs.models(inside)
+      total = np.where(valid, p[idx, cols[None, :]], 0.0).sum(axis=0, dtype=np.float64)
+      count = valid.sum(axis=0)
+    else:
+      name = "in" if inside else "out"
+      has = dropped >= 0
+      total = (totals[name] - np.where(member, p[t], 0.0)
+               - np.where(has, p[np.maximum(dropped, 0), cols], 0.0))
+      count = totals["k_" + name] - member - has
+    out += [total / np.maximum(count, 1), count]
+  return tuple(out)
 
 
 def _check_params(a: float, gamma: float) -> None:
@@ -65,10 +93,9 @@ def _check_params(a: float, gamma: float) -> None:
     raise ConfigError(f"RMIA gamma={gamma} must be positive (1 or 2 are typical)")
 
 
-def _prior(p: np.ndarray, refs: references.References, offline: bool, a: float) -> np.ndarray:
-  """Pr(x) [N] of pool examples from their IN and OUT references (module docstring)."""
-  mean_in, k_in = _mean(p, refs.inside)
-  mean_out, k_out = _mean(p, refs.outside)
+def _prior(means: tuple[np.ndarray, ...], offline: bool, a: float) -> np.ndarray:
+  """Pr(x) [N] of pool examples from _ref_means (module docstring)."""
+  mean_in, k_in, mean_out, k_out = means
   if offline:
     mean_out = np.where(k_out > 0, mean_out, mean_in)
     return 0.5 * ((1.0 + a) * mean_out + (1.0 - a))
@@ -79,7 +106,8 @@ def _prior(p: np.ndarray, refs: references.References, offline: bool, a: float) 
 def _population_prior(pp: np.ndarray, mask: np.ndarray, offline: bool, a: float
                       ) -> np.ndarray:
   """Pr(z) [P] of population examples (OUT for every reference in mask [M, P])."""
-  mean, _ = _mean(pp, mask)
+  count = mask.sum(axis=0)
+  mean = np.where(mask, pp, 0.0).sum(axis=0, dtype=np.float64) / np.maximum(count, 1)
   return 0.5 * ((1.0 + a) * mean + (1.0 - a)) if offline else mean
 
 
@@ -97,10 +125,13 @@ def _score(log_rx: np.ndarray, log_rz: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def _target_scores(p: np.ndarray, keep: np.ndarray, t: int, refs: references.References,
-                   pp: Optional[np.ndarray], pop_refs: Optional[np.ndarray], offline: bool,
-                   a: float, gamma: float) -> np.ndarray:
-  """RMIA scores [N] of target row t from Pr(x | theta) p [M, N] (population pp [M, P])."""
-  log_rx = _log(p[t].astype(np.float64)) - _log(_prior(p, refs, offline, a))
+                   totals: Optional[dict], pp: Optional[np.ndarray],
+                   pop_refs: Optional[np.ndarray], offline: bool, a: float, gamma: float
+                   ) -> np.ndarray:
+  """RMIA scores [N] of target row t from Pr(x | theta) p [M, N] (population pp [M, P]);
+  totals = _totals(p, keep) (read for every-other-model references only)."""
+  means = _ref_means(p, t, keep[t], refs, totals)
+  log_rx = _log(p[t].astype(np.float64)) - _log(_prior(means, offline, a))
   if pp is None:
     log_rz = log_rx[~keep[t]]
   else:
@@ -115,13 +146,14 @@ def _rmia(data: AttackData, targets: Sequence[int], offline: bool, a: float,
   targets = check_targets(data, targets)
   keep = np.asarray(data.keep)
   p = _probs(data, False)
+  totals = data.cached(("design", "rmia", "totals"), lambda: _totals(p, keep))
   has_pop = data.population_logits is not None
   pp = _probs(data, True) if has_pop else None
   scores = []
   for t in targets:
     pop_refs = references.population_for_target(data, t) if has_pop else None
-    scores.append(_target_scores(p, keep, t, references.for_target(data, t), pp, pop_refs,
-                                 offline, a, gamma))
+    scores.append(_target_scores(p, keep, t, references.for_target(data, t), totals, pp,
+                                 pop_refs, offline, a, gamma))
   return np.stack(scores)
 
 
@@ -158,6 +190,7 @@ def tune_rmia_a(data: AttackData, reference_models: Sequence[int],
   p = _probs(data, False)[refs]
   has_pop = data.population_logits is not None
   pp = _probs(data, True)[refs] if has_pop else None
+  totals = _totals(p, keep)
   chosen = [references.select(keep, t) for t in range(num_pseudo_targets)]
   pop_refs = [references.population(len(refs), pp.shape[1], t) if has_pop else None
               for t in range(num_pseudo_targets)]
@@ -166,7 +199,8 @@ def tune_rmia_a(data: AttackData, reference_models: Sequence[int],
     _check_params(a, gamma)
     aucs = []
     for t in range(num_pseudo_targets):
-      scores = _target_scores(p, keep, t, chosen[t], pp, pop_refs[t], True, a, gamma)
+      scores = _target_scores(p, keep, t, chosen[t], totals, pp, pop_refs[t], True, a,
+                              gamma)
       fpr, tpr, _ = metrics.roc_curve(scores, keep[t])
       aucs.append(metrics.auc(fpr, tpr))
     mean_auc.append(np.mean(aucs))

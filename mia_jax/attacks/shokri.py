@@ -86,12 +86,9 @@ def shokri(data: AttackData, targets: Sequence[int], classifier: str = "logreg",
   for row, t in enumerate(targets):
     rng = np.random.default_rng([seed, t])
     refs = references.for_target(data, t)
-    pairs = refs.inside | refs.outside  # [M, N]
     for c in np.unique(labels):
       idx = np.nonzero(labels == c)[0]
-      shadow, col = np.nonzero(pairs[:, idx])
-      pick = rng.choice(shadow.size, size=min(max_train_per_class, shadow.size), replace=False)
-      m, i = shadow[pick], idx[col[pick]]
+      m, i = references.sample_pairs(refs, t, idx, max_train_per_class, rng)
       y = keep[m, i]
       if y.all() or not y.any():
         continue  # score 0 for this class
