@@ -11,7 +11,14 @@ shared work it triggers first (signals over all models, LiRA's sorted shadow tab
 the later ones reuse it from the cache, as `evaluate_attacks` does. A second pass over as
 many new targets gives the marginal seconds per extra target. Times are wall-clock
 seconds of `attacks.run` (scores) and of the per-target metrics; peak RSS is the process's
-ru_maxrss after each attack. Writes experiments/results/bench_attacks.{md,json}.
+ru_maxrss after each attack. Last, the shadow-scaling curve of one target (every shadow-based
+attack at every size of scaling.scaling_sizes(M), as a run with attack.scaling_targets=1
+computes it). Writes experiments/results/bench_attacks.{md,json}.
+
+To time another commit's attacks on the same data, run this file with that commit's tree
+first on PYTHONPATH (it reads only attacks.run, metrics and scaling.shadow_scaling):
+  git archive REV | tar -x -C /tmp/rev
+  PYTHONPATH=/tmp/rev python experiments/bench_attacks.py --out /tmp/rev_bench
 """
 
 import argparse
@@ -24,6 +31,7 @@ import time
 import numpy as np
 
 from mia_jax import attacks, metrics
+from mia_jax.attacks import scaling
 
 ORDER = ["loss", "confidence", "entropy", "modified_entropy", "lira_online",
          "lira_online_fixed_var", "lira_offline", "lira_offline_fixed_var",
@@ -102,6 +110,11 @@ def main():
   metrics.evaluate(attacks.run("lira_online", data, [0])[0], data.keep[0], bootstrap=1000)
   bootstrap_s = time.perf_counter() - t0
 
+  t0 = time.perf_counter()
+  curve = scaling.shadow_scaling(data, ORDER, [0], seed=0)
+  scaling_s = time.perf_counter() - t0
+  print(f"shadow-scaling curve, one target, sizes {curve['sizes']}: {scaling_s:.1f}s")
+
   total = sum(r["run_s"] + r["metrics_s"] for r in rows)
   peak = max(r["peak_rss_gib"] for r in rows)
   result = {
@@ -109,6 +122,8 @@ def main():
       "dtype": "float32", "targets": targets, "generate_s": gen_s,
       "rss_after_generation_gib": base_rss, "total_attack_s": total, "peak_rss_gib": peak,
       "bootstrap_1000_one_target_s": bootstrap_s,
+      "scaling_one_target_s": scaling_s, "scaling_sizes": curve["sizes"],
+      "scaling_attacks": sorted(curve["attacks"]),
       "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
       "numpy": np.__version__, "attacks": rows,
   }
@@ -133,7 +148,9 @@ def main():
             f"peak RSS {peak:.2f} GiB (goal: under 60 s and 8 GiB). The last column is the "
             f"marginal time per target, measured afterwards on {len(extra)} new targets with "
             "the shared caches warm (it excludes metrics and is not in the total). "
-            f"metrics.evaluate with bootstrap=1000 on one target: {bootstrap_s:.2f}s.", ""]
+            f"metrics.evaluate with bootstrap=1000 on one target: {bootstrap_s:.2f}s.", "",
+            f"Shadow-scaling curve of one target (every shadow-based attack, sizes "
+            f"{curve['sizes']}): {scaling_s:.1f}s.", ""]
   os.makedirs(args.out, exist_ok=True)
   suffix = "_small" if args.small else ""
   with open(os.path.join(args.out, f"bench_attacks{suffix}.md"), "w") as f:

@@ -33,6 +33,13 @@ target's outputs carry no membership at all.
 
 Population examples (in no model's training set, e.g. RMIA's z samples) are OUT for every
 model: `population` gives them every other model, or K per example drawn the same way.
+
+Cost. `design(keep)` (per group: counts and the last two models of every example) is computed
+once per data; with it a target's every-other-model References are two [M, N] mask copies,
+and they record the dropped shadow per example, so attacks that hold once-sorted or
+once-summed groups (LiRA, RMIA) subtract the target and that shadow in O(N) instead of
+reading the masks. Drawn References keep their model lists [K/2, N] beside the masks.
+`sample_pairs` draws (model, example) pairs from References for Shokri's training rows.
 """
 
 import dataclasses
