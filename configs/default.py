@@ -90,12 +90,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.dp.clipping = "fast"       # fast (ghost clipping) | reference (jax_privacy, vmap)
   config.dp.sampling = "poisson"    # poisson (amplified accounting) | shuffle (conservative)
   config.dp.accountant = "pld"      # pld | rdp
+  config.dp.fault = ""              # audit power checks only: no_noise | no_clipping break
+                                    # DP-SGD on purpose (the run is reported NOT private)
 
   config.audit = ml_collections.ConfigDict()
   config.audit.num_canaries = 0     # mislabelled pool examples for the one-run epsilon audit
   config.audit.attack = "loss"      # the canary scores (an attack that uses no shadow models)
   config.audit.confidence = 0.95
-  config.audit.method = "one_run_fdp"   # one_run_fdp (Mahloujifar et al. 2024) | one_run
+  config.audit.method = "one_run"       # the headline: one_run (Steinke et al. 2023, valid for
+                                        # any (eps, delta)-DP) | one_run_fdp (Gaussian f-DP)
+  config.audit.beside = ("one_run_fdp",)   # methods reported beside the headline
+  config.audit.guesses = "two_sided"    # IN for the top scores and OUT for the bottom | one_sided
+  config.audit.fractions = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)  # guesses / canaries
+  config.audit.headline = "bonferroni"  # max over targets, each at 1 - 0.05/T | first_target
 
   config.inference = ml_collections.ConfigDict()
   config.inference.batch_size = 1024

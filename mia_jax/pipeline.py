@@ -107,7 +107,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
         "noise_multiplier": dp_plan.noise_multiplier, "clip_norm": float(config.dp.clip_norm),
         "sampling": dp_plan.sampling, "accountant": dp_plan.accountant, "steps": dp_plan.steps,
         "expected_batch_size": dp_plan.expected_batch_size, "max_batch": dp_plan.max_batch,
-        "sampling_rate": dp_plan.sampling_rate, "clipping": config.dp.clipping}
+        "sampling_rate": dp_plan.sampling_rate, "clipping": config.dp.clipping,
+        "fault": dp_plan.fault, "private": not dp_plan.fault}
   return attack_and_report(attack_data, config, workdir, header, t_start, log)
 
 

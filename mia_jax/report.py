@@ -185,6 +185,9 @@ def _privacy_section(results: dict) -> list[str]:
         f"{p['accountant'].upper()} accountant ({p['sampling']} sampling, rate "
         f"{p['sampling_rate']:.4f}, {p['steps']} steps, noise multiplier "
         f"{p['noise_multiplier']:.4f}, clip norm {p['clip_norm']:g}, {p['clipping']} clipping).")
+  if p.get("fault"):
+    lines.append(f"**NOT private**: DP-SGD was broken on purpose (`dp.fault={p['fault']}`, an "
+                 "audit power check); the epsilon above is what the run claims, not a guarantee.")
   a = p.get("audit")
   if a:
     lines.append(
@@ -192,8 +195,11 @@ def _privacy_section(results: dict) -> list[str]:
         f"{', f-DP analysis of Mahloujifar et al. 2024' if a['method'] == 'one_run_fdp' else ''}; "
         f"{a['num_canaries']} mislabelled "
         f"canaries scored by `{a['attack']}`, {100 * a['confidence']:.0f}% confidence, delta "
-        f"{a['delta']:.2e}): epsilon lower bound {a['mean']:.3f} mean, {a['max']:.3f} max over "
-        f"{len(a['per_target'])} targets." +
+        f"{a['delta']:.2e}): epsilon lower bound {a['epsilon_lower_bound']:.3f}, holding at "
+        f"{a['holds_at']}; per target {', '.join(f'{e:.3f}' for e in a['per_target'])} (each "
+        f"at {100 * a['confidence']:g}% for its own target alone)." +
+        "".join(f" Beside it, {m}: {b['epsilon_lower_bound']:.3f} (valid for {b['assumes']})."
+                for m, b in a.get("beside", {}).items()) +
         (" It must not exceed the accountant's epsilon." if "epsilon" in p else
          " The models were trained without DP: no epsilon is claimed."))
   return lines + [""]

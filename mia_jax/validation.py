@@ -83,9 +83,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "examples); set --config.model.norm=group")
   if int(config.audit.num_canaries) < 0:
     raise ConfigError(f"audit.num_canaries={config.audit.num_canaries} must be 0 or more")
-  if config.audit.method not in auditing.METHODS:
-    raise ConfigError(f"unknown audit.method {config.audit.method!r}; choose one of "
-                      f"{list(auditing.METHODS)}")
+  auditing.check_config(config.audit)
   if config.audit.attack not in AUDIT_ATTACKS:
     raise ConfigError(f"audit.attack={config.audit.attack!r}: the canary audit needs an attack "
                       f"that reads only the target model; choose one of {list(AUDIT_ATTACKS)}")

@@ -6,9 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
+import scipy.stats
+from jax_privacy import auditing as jp_auditing
 
 from mia_jax import inference
 from mia_jax.data import augment
+from mia_jax.errors import ConfigError
+from mia_jax.privacy import auditing
 
 from conftest import load_config
 
@@ -67,3 +72,133 @@ def test_default_configs_query_the_training_views():
   config.train.augment.flip = True
   record = inference.query_record(config.data.queries, config.train.augment, 3)
   assert record["views"] == ["image", "mirror"] and record["kind"] == "train"
+
+
+# ---- The bound: guesses, counts, validity -------------------------------------------------
+
+def test_guess_vector_takes_both_tails():
+  """Two-sided: IN for the ceil(k/2) highest scores, OUT for the floor(k/2) lowest; ties by
+  position; one-sided: IN for the k highest."""
+  s = np.array([0.5, 3.0, -1.0, 2.0, 2.0, -4.0, 0.0])
+  np.testing.assert_array_equal(auditing.guess_vector(s, 5), [0, 1, -1, 1, 1, -1, 0])
+  np.testing.assert_array_equal(auditing.guess_vector(s, 2, two_sided=False),
+                                [0, 1, 0, 1, 0, 0, 0])       # the tie 2.0, 2.0: first one
+  assert np.all(auditing.guess_vector(s, 7) != 0)
+  assert not auditing.guess_vector(s, 0).any()
+
+
+@pytest.mark.parametrize("method", ["one_run_fdp", "one_run"])
+def test_one_sided_bound_equals_jax_privacys_public_auditor(method):
+  """One candidate, one-sided: the counts-level bound equals CanaryScoreAuditor's at the
+  explicit threshold of the k-th highest score (the public API, a slower reference path)."""
+  rng = np.random.default_rng(2)
+  included = rng.random(300) < 0.5
+  scores = included * 1.5 + rng.normal(size=300)
+  k = 60
+  ours = auditing.audit(scores, included, 1e-4, 0.9, method=method, guesses="one_sided",
+                        fractions=(k / 300,))
+  auditor = jp_auditing.CanaryScoreAuditor(scores[included], scores[~included])
+  thr = jp_auditing.Explicit(float(np.sort(scores)[-k]))
+  fn = auditor.epsilon_one_run_fdp if method == "one_run_fdp" else auditor.epsilon_one_run
+  assert ours["epsilon"] > 0.3 and ours["num_guesses"] == k
+  assert ours["epsilon"] == pytest.approx(fn(0.1, 1e-4, threshold_strategy=thr), abs=1e-5)
+
+
+def test_two_sided_bound_is_steinkes_binomial_tail():
+  """Steinke et al.'s bound from two-sided guesses, delta ~ 0: the epsilon at which
+  P[Binomial(k, e^eps / (1 + e^eps)) >= correct] = 1 - confidence, solved in float64 here."""
+  rng = np.random.default_rng(3)
+  included = rng.random(400) < 0.5
+  scores = included * 2.0 + rng.normal(size=400)
+  a = auditing.audit(scores, included, 1e-12, 0.95, method="one_run", fractions=(0.5,))
+  g = auditing.guess_vector(scores, 200)
+  correct = int(np.sum((g == 1) & included) + np.sum((g == -1) & ~included))
+  assert (a["num_guesses"], a["num_correct"]) == (200, correct)
+  assert (a["in_guesses"], a["out_guesses"]) == (100, 100)
+  eps = scipy.optimize.brentq(
+      lambda e: scipy.stats.binom.sf(correct - 1, 200, 1 / (1 + np.exp(-e))) - 0.05, 0, 20)
+  assert a["epsilon"] == pytest.approx(eps, abs=1e-4)
+  # both tails carry the evidence: the one-sided bound from as many guesses is lower
+  one = auditing.audit(scores, included, 1e-12, 0.95, method="one_run", guesses="one_sided",
+                       fractions=(0.5,))
+  assert one["epsilon"] < a["epsilon"]
+
+
+def _null_rates(method, fractions, m, runs, targets=4, delta=1e-12, seed=0):
+  """Fractions of `runs` null runs (scores independent of the coins) whose largest
+  per-target bound, and whose run-level headline, exceed 0."""
+  rng = np.random.default_rng(seed)
+  largest = headline = 0
+  for _ in range(runs):
+    keep = rng.random((targets, m)) < 0.5
+    out = auditing.audit_targets(rng.normal(size=(targets, m)), keep, np.arange(m), delta,
+                                 0.95, method=method, fractions=fractions)
+    largest += max(out["per_target"]) > 0
+    headline += out["epsilon_lower_bound"] > 0
+  return largest / runs, headline / runs
+
+
+def test_run_level_bound_holds_at_95_percent_under_the_null():
+  """With no membership signal, the run-level bound (Bonferroni across 4 targets) exceeds 0 at
+  most 5% of the time, while the largest of the 4 per-target 95% bounds does so about 15% of
+  the time. One two-sided candidate (k = m): a guess is right with probability 1/2, so the
+  rates are binomial tails, worked out here in float64."""
+  m, runs = 200, 1000
+  largest, headline = _null_rates("one_run", (1.0,), m, runs)
+
+  def tail(significance):    # P[a target's bound > 0] = P[Binomial(m, 1/2) >= c*]
+    c = next(c for c in range(m + 1) if scipy.stats.binom.sf(c - 1, m, 0.5) <= significance)
+    return scipy.stats.binom.sf(c - 1, m, 0.5)
+
+  want_largest, want_headline = 1 - (1 - tail(0.05)) ** 4, 1 - (1 - tail(0.05 / 4)) ** 4
+  sd = lambda p: np.sqrt(p * (1 - p) / runs)
+  assert abs(largest - want_largest) < 3.5 * sd(want_largest)      # about 0.145
+  assert abs(headline - want_headline) < 3.5 * sd(want_headline)   # about 0.038
+  assert want_headline <= 0.05 < want_largest
+
+
+def test_default_audit_is_valid_under_the_null():
+  """The default audit (f-DP analysis, two-sided guesses over the pre-registered grid,
+  Bonferroni across targets) exceeds 0 in at most 5% of null runs (binomial slack)."""
+  largest, headline = _null_rates("one_run_fdp", auditing.FRACTIONS, 100, 120, delta=1e-3)
+  assert headline <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 120)
+  assert headline <= largest
+
+
+def test_randomized_response_is_not_audited_above_its_epsilon():
+  """Canaries released by randomized response (each bit exactly eps-DP): the run-level one_run
+  bound stays below eps and at eps = 4 finds far more than 1 (the audit has power). The f-DP
+  bound, which tests the Gaussian trade-off curve, overshoots a pure eps-DP mechanism: the
+  reason it is reported beside the headline, with its assumption, not as the headline."""
+  rng = np.random.default_rng(5)
+  m, targets = 300, 4
+  for eps in (1.0, 4.0):
+    keep = rng.random((targets, m)) < 0.5
+    truthful = rng.random((targets, m)) < 1 / (1 + np.exp(-eps))
+    scores = np.where(truthful, keep, ~keep) + 0.01 * rng.normal(size=(targets, m))
+    out = auditing.audit_targets(scores, keep, np.arange(m), 1e-5, 0.95,
+                                 beside=("one_run_fdp",))
+    assert out["method"] == "one_run" and out["epsilon_lower_bound"] <= eps
+    assert out["epsilon_lower_bound"] <= max(out["per_target"])   # the correction costs
+    if eps == 4.0:
+      assert out["epsilon_lower_bound"] > 2.0
+      assert out["beside"]["one_run_fdp"]["epsilon_lower_bound"] > eps
+      assert "Gaussian" in out["beside"]["one_run_fdp"]["assumes"]
+
+
+def test_headlines_and_their_labels():
+  rng = np.random.default_rng(6)
+  keep = rng.random((3, 400)) < 0.5
+  scores = keep * 3.0 + rng.normal(size=keep.shape)
+  bon = auditing.audit_targets(scores, keep, np.arange(0, 400, 2), 1e-4)
+  first = auditing.audit_targets(scores, keep, np.arange(0, 400, 2), 1e-4,
+                                 headline="first_target")
+  assert bon["epsilon_lower_bound"] == max(bon["per_target_corrected"])
+  assert all(c <= e for c, e in zip(bon["per_target_corrected"], bon["per_target"]))
+  assert bon["corrected_confidence"] == pytest.approx(1 - 0.05 / 3)
+  assert first["epsilon_lower_bound"] == first["per_target"][0]
+  assert "95% for the run" in bon["holds_at"] and "95% for the run" in first["holds_at"]
+  with pytest.raises(ConfigError, match="headline"):
+    auditing.audit_targets(scores, keep, np.arange(10), 1e-4, headline="max")
+  with pytest.raises(ConfigError, match="guesses"):
+    auditing.audit(scores[0], keep[0], 1e-4, guesses="three_sided")

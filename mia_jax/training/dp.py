@@ -6,6 +6,12 @@ kept examples (n_m of them): every step, each of them joins model m's batch inde
 rate q_m = expected_batch_size / n_m (Poisson sampling, padded to a static max_batch with a
 mask); the clipped per-example gradients are summed, N(0, (sigma C)^2 I) is added to the sum, and
 the result is divided by the expected batch size. The accountant is told exactly that.
+
+Fault injection (`dp.fault`), for the canary audit's power checks only: 'no_noise' adds no noise,
+'no_clipping' sums the per-example gradients unclipped (the noise stays scaled to the claimed
+clip norm). Either breaks the guarantee while the accountant still reports the epsilon of the
+correct mechanism; the pipeline marks such a run NOT private in results.json and report.md, and
+the audit should then find a bound far above the claimed epsilon.
 """
 
 import dataclasses
@@ -30,35 +36,47 @@ class DPStepConfig:
   microbatch_size: int | None = None
   conv: str = "lax"              # the model's convolutions (strategies.with_conv), set by the
                                  # ensemble strategy
+  fault: str = ""                # '' | 'no_noise' | 'no_clipping': audit power checks only
 
 
 def noisy_grad(model: nn.Module, params: Any, x, y, mask, dropout_key, noise_key,
                cfg: DPStepConfig, label_smoothing: float = 0.0):
   """The privatised mean gradient of one model on one padded batch, and per-example losses [B].
 
-  (sum_i mask_i clip_C(g_i) + N(0, (sigma C)^2 I)) / expected_batch_size.
+  (sum_i mask_i clip_C(g_i) + N(0, (sigma C)^2 I)) / expected_batch_size; with cfg.fault
+  'no_noise' sigma is 0, with 'no_clipping' C is infinite in the sum (not in the noise).
   """
   from mia_jax.training import strategies  # pylint: disable=g-import-not-at-top
   apply_fn = strategies.with_conv(clipping.apply_fn_for(model, train=True), cfg.conv)
+  sum_clip = math.inf if cfg.fault == "no_clipping" else cfg.clip_norm
   total, aux = clipping.clipped_grad_sum(
-      apply_fn, params, x, y, mask, clip_norm=cfg.clip_norm, method=cfg.method,
+      apply_fn, params, x, y, mask, clip_norm=sum_clip, method=cfg.method,
       microbatch_size=cfg.microbatch_size, label_smoothing=label_smoothing, rng=dropout_key)
   # noise_key is already unique to (model, step); privatize folds in step 0 on top of it.
-  grads = noise.privatize(total, noise_key, step=0, noise_multiplier=cfg.noise_multiplier,
+  sigma = 0.0 if cfg.fault == "no_noise" else cfg.noise_multiplier
+  grads = noise.privatize(total, noise_key, step=0, noise_multiplier=sigma,
                           clip_norm=cfg.clip_norm, expected_batch_size=cfg.expected_batch_size)
   return grads, aux.losses
 
 
+FAULTS = ("", "no_noise", "no_clipping")
+
+
 def check_config(dp: ml_collections.ConfigDict) -> None:
+  if dp.get("fault", "") not in FAULTS:
+    raise ConfigError(f"unknown dp.fault {dp.fault!r}; choose one of {list(FAULTS)} ('' for a "
+                      "correct DP-SGD; the others break it on purpose, for audit power checks)")
   if dp.clipping not in clipping.METHODS:
-    raise ConfigError(f"unknown dp.clipping {dp.clipping!r}; choose one of {list(clipping.METHODS)}")
+    raise ConfigError(f"unknown dp.clipping {dp.clipping!r}; choose one of "
+                      f"{list(clipping.METHODS)}")
   if dp.sampling not in sampling_kinds():
     raise ConfigError(f"unknown dp.sampling {dp.sampling!r}; choose one of {sampling_kinds()}")
   if dp.accountant not in accounting.ACCOUNTANTS:
     raise ConfigError(f"unknown dp.accountant {dp.accountant!r}; choose one of "
                       f"{list(accounting.ACCOUNTANTS)}")
   if not float(dp.clip_norm) > 0:
-    raise ConfigError(f"dp.clip_norm={dp.clip_norm} must be positive; set --config.dp.clip_norm=1.0")
+    raise ConfigError(f"dp.clip_norm={dp.clip_norm} must be positive; "
+                      "set --config.dp.clip_norm=1.0")
   if float(dp.target_epsilon) <= 0 and not float(dp.noise_multiplier) > 0:
     raise ConfigError("DP-SGD needs dp.noise_multiplier > 0 or dp.target_epsilon > 0; "
                       "set --config.dp.target_epsilon=8")
@@ -82,6 +100,7 @@ class DPPlan:
   accountant: str
   clip_norm: float = 1.0
   clipping: str = "fast"
+  fault: str = ""          # dp.fault: '' or a deliberate break (the run is then NOT private)
 
   @property
   def sampling_rate(self) -> float:
@@ -122,7 +141,7 @@ def plan(dp: ml_collections.ConfigDict, keep: np.ndarray, batch_size: int, epoch
   return DPPlan(noise_multiplier=sigma, expected_batch_size=float(batch_size),
                 max_batch=max_batch, steps_per_epoch=steps_per_epoch, steps=steps,
                 num_examples=n, delta=delta, sampling=dp.sampling, accountant=dp.accountant,
-                clip_norm=float(dp.clip_norm), clipping=dp.clipping)
+                clip_norm=float(dp.clip_norm), clipping=dp.clipping, fault=dp.get("fault", ""))
 
 
 def poisson_epoch_batches(keep: np.ndarray, p: DPPlan, seed: int, epoch: int,

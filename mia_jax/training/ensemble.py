@@ -214,7 +214,7 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     dp_step = dp_lib.DPStepConfig(clip_norm=dp_plan.clip_norm,
                                   noise_multiplier=dp_plan.noise_multiplier,
                                   expected_batch_size=dp_plan.expected_batch_size,
-                                  method=dp_plan.clipping)
+                                  method=dp_plan.clipping, fault=dp_plan.fault)
     epsilons = dp_lib.epsilon_by_epoch(dp_plan, int(cfg.epochs))
   step_cfg = steps.StepConfig(label_smoothing=float(cfg.label_smoothing),
                               crop_padding=int(cfg.augment.crop_padding),
