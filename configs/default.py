@@ -32,6 +32,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.queries = "train"    # the views the models trained on (mirror only if train flips,
                                    # the augmentation grid if it crops) | none | mirror | augment
   config.data.num_classes = 0      # tabular: at least this many classes (0: from the labels)
+  config.data.label_base = -1      # tabular: the first class's label, 0 or 1 (-1: from the
+                                   # labels, which must then say it: see data/sources.py)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "mlp"
@@ -80,6 +82,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.lanes = 0            # loop: groups of models trained at once, in threads;
                                     # 0 = auto (2 on a CPU for models without convolutions)
   config.train.chunk_size = 0       # models trained (and checkpointed) together; 0 = all
+  config.train.checkpoint_seconds = 30.0  # a checkpoint when this much training time has passed
+                                          # since the last (and after the last epoch); 0: every
+                                          # epoch. A rerun resumes from the latest, bit-identical
 
   config.dp = ml_collections.ConfigDict()
   config.dp.enabled = False         # DP-SGD for every model (target and shadows alike)

@@ -40,7 +40,7 @@ def query_record(queries: str, augment_cfg, input_ndim: int) -> dict:
 
 def query_logits(model: nn.Module, state: steps.ModelState, x: np.ndarray, queries: str = "train",
                  batch_size: int = 1024, dtype=np.float32, out: str | np.ndarray | None = None,
-                 augment_cfg=None) -> np.ndarray:
+                 augment_cfg=None, progress=None) -> np.ndarray:
   """Logits [M, N, Q, C] of the M stacked models in `state` on x [N, ...].
 
   queries: a kind of mia_jax.data.augment.queries; 'train' and 'augment' take the training
@@ -49,6 +49,7 @@ def query_logits(model: nn.Module, state: steps.ModelState, x: np.ndarray, queri
 
   out: None (a new array in memory), a path (a new .npy file, returned as a memmap opened
   read-only once complete) or an array [M, N, Q, C] to fill; written one model at a time.
+  progress: called as progress(models done, M) after each model.
   """
   aug = augment_cfg if augment_cfg is not None else {}
   qx = augment.queries(jnp.asarray(x), queries, int(aug.get("crop_padding", 0)),
@@ -69,6 +70,8 @@ def query_logits(model: nn.Module, state: steps.ModelState, x: np.ndarray, queri
                                    jax.tree.map(lambda a: a[m], state.batch_stats))
     for q in range(qx.shape[0]):
       store[m, :, q] = np.asarray(predict(variables, qx[q]))
+    if progress is not None:
+      progress(m + 1, num_models)
   if path is not None:
     store.flush()
     del store

@@ -26,6 +26,9 @@ from mia_jax.attacks.base import AttackData
 from mia_jax.errors import DataError
 
 KEYS = ("logits", "labels", "keep", "population_logits", "population_labels")
+# Beyond this magnitude float32 resolves steps of 0.06 or more: the differences of logits that
+# every signal reads (softmax, the scaled logit) lose their digits. Real models stay far below.
+MAX_ABS_LOGIT = 1e6
 
 
 def _logits_array(a: np.ndarray, key: str, path: str, rows: int | None = None) -> np.ndarray:
@@ -41,6 +44,10 @@ def _logits_array(a: np.ndarray, key: str, path: str, rows: int | None = None) -
   bad = int(a.size - np.count_nonzero(np.isfinite(a)))
   if bad:
     raise DataError(f"{path}: {key} holds {bad} NaN or infinite values; save finite logits")
+  peak = float(np.max(np.abs(a))) if a.size else 0.0
+  if peak > MAX_ABS_LOGIT:
+    raise DataError(f"{path}: {key} reach {peak:.3g} in magnitude, beyond {MAX_ABS_LOGIT:g} "
+                    "where float32 scores lose their digits; save the models' raw logits")
   return a
 
 
@@ -65,8 +72,9 @@ def load(path: str) -> AttackData:
 
   Raises:
     DataError, with one line saying what is wrong, for a missing or unreadable file, a
-    missing or unknown key, a wrong rank, shape or dtype, non-finite logits, labels out of
-    range, keep not boolean (or 0/1), or fewer than 2 models.
+    missing or unknown key, a wrong rank, shape or dtype, non-finite logits or logits beyond
+    MAX_ABS_LOGIT in magnitude, labels out of range, keep not boolean (or 0/1), or fewer than
+    2 models.
   """
   if not os.path.isfile(path):
     raise DataError(f"logits file {path} not found; pass --config.logits=FILE.npz")

@@ -6,40 +6,116 @@ r"""Runs one membership-inference audit: training the models, or attack-only on 
 A config with a `logits` field (configs/attack_only.py) audits that file without training.
 
 Any config value can be overridden, e.g. --config.train.epochs=5. Resumes from the workdir's
-latest checkpoint by default. A mistake in what was given (a name, a value, a data file) ends
-the run with one line on stderr saying what is wrong and how to mend it, and exit status 2.
+latest checkpoint by default. `--verbose` shows absl's log format and the libraries' INFO lines.
+
+Every mistake in what was given (the config file, a field, a value, a data file, the workdir)
+and every failure of the environment (a read-only or full disk) ends the run with one line on
+stderr, `error: ...`, saying what is wrong and how to mend it, and exit status 2; Ctrl-C ends it
+with `interrupted; rerun the same command to resume` and status 130. Either way the workdir is
+as it was, or resumable. Anything else is a bug, and shows its traceback.
 """
 
+import signal
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
 
-from mia_jax import log_filter, pipeline
-from mia_jax.errors import UserError
+def _interrupted_early(signum, frame):
+  del signum, frame
+  print("interrupted; rerun the same command to resume", file=sys.stderr, flush=True)
+  raise SystemExit(130)
+
+
+if __name__ == "__main__":   # Ctrl-C while jax and the rest import has nothing to clean up
+  signal.signal(signal.SIGINT, _interrupted_early)
+
+import errno  # pylint: disable=wrong-import-position
+import logging as std_logging  # pylint: disable=wrong-import-position
+
+from absl import app  # pylint: disable=wrong-import-position
+from absl import flags  # pylint: disable=wrong-import-position
+import jax  # pylint: disable=wrong-import-position
+from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+from mia_jax import config_lib, log_filter, pipeline  # pylint: disable=wrong-import-position
+from mia_jax.errors import UserError  # pylint: disable=wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logits and the report.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, get_config()).",
                                           lock_config=True)
+_VERBOSE = flags.DEFINE_bool("verbose", False, "absl's log format, and the libraries' INFO lines "
+                             "(backend probes, accountant warnings are still dropped).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted; rerun the same command to resume"
+# OS errors that are the environment's, not a bug: the disk full, read-only, not permitted.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "its disk is full", errno.EDQUOT: "the disk quota is spent",
+                       errno.EROFS: "its file system is read-only",
+                       errno.EACCES: "permission denied", errno.EPERM: "not permitted"}
+
+
+def _fail(message: str, status: int = EXIT_ERROR):
+  """Prints the one line and exits; the libraries' threads (orbax's, cut short by Ctrl-C or a
+  full disk) log nothing after it."""
+  std_logging.disable(std_logging.CRITICAL)
+  print(message if status == EXIT_INTERRUPTED else f"error: {message}", file=sys.stderr,
+        flush=True)
+  sys.exit(status)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with the config file loaded and every --config.FIELD checked first;
+  every mistake is one `error:` line and exit status 2."""
+  config = None
+  try:
+    config = config_lib.check_command_line(argv[1:])
+    return flags.FLAGS(argv)
+  except UserError as e:
+    _fail(str(e))
+  except flags.Error as e:
+    text = config_lib.value_error(config, str(e))
+    if "must have a value other than None" in text:
+      name = text.split("=")[0].replace("flag ", "")
+      _fail(f"{name} is required, e.g. {name}=/tmp/mia_run")
+    _fail(text if text.startswith("--config.") else f"{text}; see python -m mia_jax.main --help")
+
+
+def environment_error(e: OSError, workdir: str) -> str | None:
+  """The one line for an OS error of the environment (full or read-only disk), else None."""
+  reason = _ENVIRONMENT_ERRNOS.get(e.errno)
+  if reason is None:
+    return None
+  where = e.filename or f"into --workdir={workdir}"
+  return (f"cannot write {where}: {reason} ({e.strerror}); mend that, then rerun the same "
+          "command to resume")
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  log_filter.install()
-  logging.info("JAX %s on %s: %s", jax.__version__, jax.default_backend(), jax.devices())
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}; give options as --name=value")
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  log = log_filter.install(verbose=_VERBOSE.value)
   try:
+    log(f"JAX {jax.__version__} on {jax.default_backend()}: {len(jax.devices())} device(s)")
     config = _CONFIG.value
     run = pipeline.run_attack_only if "logits" in config else pipeline.run
-    run(config, _WORKDIR.value, log=logging.info)
+    run(config, _WORKDIR.value, log=log)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
+  except KeyboardInterrupt:
+    _fail(INTERRUPTED, EXIT_INTERRUPTED)
+  except OSError as e:
+    message = environment_error(e, _WORKDIR.value)
+    if message is None:
+      raise
+    _fail(message)
+
+
+def run_cli() -> None:
+  """The command line: absl's app.run with the checked flag parser."""
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli()

@@ -1,7 +1,17 @@
 """Checks of a run's config before any work: every unknown name and out-of-range value is a
-ConfigError (one line: what is wrong and how to mend it)."""
+ConfigError (one line: what is wrong and how to mend it).
 
+`validate(config)` needs only the config; `validate_with_data(config, ds, keep)` the values that
+depend on the data (the batch against the examples each model trains on, the canaries against
+the pool); `bytes_needed` what the run will write, for the workdir's disk-space check.
+"""
+
+import math
+import numbers
+
+import jax
 import ml_collections
+import numpy as np
 
 from mia_jax import attacks, data, models
 from mia_jax.data import augment
@@ -15,8 +25,52 @@ from mia_jax.training import dp as dp_lib
 AUDIT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy")
 
 
-def validate_attack(attack: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for an unknown attack or parameter, or a count out of range."""
+def check_numbers(config: ml_collections.ConfigDict, prefix: str = "") -> None:
+  """Raises ConfigError for a NaN or infinite number anywhere in `config` (tuples included)."""
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      check_numbers(value, f"{name}.")
+      continue
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+      if isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isfinite(v):
+        raise ConfigError(f"{name}={value} is not a finite number; set --config.{name} to a "
+                          "finite value")
+
+
+def _check_model(model: ml_collections.ConfigDict) -> None:
+  """Layer widths are positive integers; dropout lies in [0, 1)."""
+  for field in ("hidden", "channels"):
+    widths = model.get(field)
+    if widths is None:
+      continue
+    widths = widths if isinstance(widths, (tuple, list)) else (widths,)
+    if not all(isinstance(w, numbers.Integral) and w >= 1 for w in widths):
+      raise ConfigError(f"model.{field}={tuple(widths)} must be positive layer widths, e.g. "
+                        f"--config.model.{field}=\"(256,256)\"")
+  if model.get("dense") is not None and not int(model.dense) >= 1:
+    raise ConfigError(f"model.dense={model.dense} must be a positive width, e.g. 128")
+  if not 0.0 <= float(model.get("dropout", 0.0)) < 1.0:
+    raise ConfigError(f"model.dropout={model.dropout} must lie in [0, 1)")
+
+
+def _check_train(train: ml_collections.ConfigDict) -> None:
+  for field in ("l2", "weight_decay", "warmup_epochs", "early_stopping_patience", "lanes",
+                "chunk_size", "checkpoint_seconds"):
+    if field in train and train[field] < 0:
+      raise ConfigError(f"train.{field}={train[field]} must be 0 or more")
+  if "momentum" in train and not 0.0 <= float(train.momentum) < 1.0:
+    raise ConfigError(f"train.momentum={train.momentum} must lie in [0, 1), e.g. 0.9")
+  if "lr_decay_factor" in train and not float(train.lr_decay_factor) > 0:
+    raise ConfigError(f"train.lr_decay_factor={train.lr_decay_factor} must be positive, e.g. 0.1")
+  if int(train.augment.crop_padding) < 0:
+    raise ConfigError(f"train.augment.crop_padding={train.augment.crop_padding} must be 0 or more")
+
+
+def validate_attack(attack: ml_collections.ConfigDict, num_models: int | None = None) -> None:
+  """Raises ConfigError for an unknown attack or parameter, or a count out of range (num_targets
+  beyond the num_models models, when given)."""
   if not attack.names:
     raise ConfigError("attack.names is empty; name at least one attack, e.g. "
                       "--config.attack.names=\"('loss','lira_online')\"")
@@ -30,15 +84,23 @@ def validate_attack(attack: ml_collections.ConfigDict) -> None:
   for field in ("num_targets", "bootstrap", "scaling_targets"):
     if int(attack.get(field, 0)) < 0:
       raise ConfigError(f"attack.{field}={attack.get(field)} must be 0 or more")
+  if num_models is not None and int(attack.num_targets) > num_models:
+    raise ConfigError(f"attack.num_targets={attack.num_targets} but there are {num_models} "
+                      f"models; set --config.attack.num_targets={num_models} (or 0: every model)")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for any unknown name or out-of-range value, before any work."""
+  check_numbers(config)
   data.check_name(config.data.name)
+  for field in ("val_size", "test_size"):
+    if int(config.data[field]) < 0:
+      raise ConfigError(f"data.{field}={config.data[field]} must be 0 or more")
   if config.model.name not in models.names():
     raise ConfigError(f"unknown model {config.model.name!r}; choose one of {models.names()} "
                       "with --config.model.name=NAME")
-  validate_attack(config.attack)
+  _check_model(config.model)
+  validate_attack(config.attack, int(config.membership.num_models))
   if int(config.train.epochs) < 1:
     raise ConfigError(f"train.epochs={config.train.epochs} must be at least 1; "
                       "set --config.train.epochs=30")
@@ -65,6 +127,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.dp.enabled:
       raise ConfigError("train.curriculum with DP-SGD is not supported (Poisson sampling over a "
                         "growing subset needs its own accounting); disable one of them")
+  _check_train(config.train)
+  if int(config.inference.batch_size) < 1:
+    raise ConfigError(f"inference.batch_size={config.inference.batch_size} must be at least 1")
   if config.inference.dtype not in ("float32", "float16"):
     raise ConfigError(f"inference.dtype={config.inference.dtype!r}; choose float32 or float16")
   if config.train.optimizer not in optim.OPTIMIZERS:
@@ -91,3 +156,42 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 1 <= int(float(config.membership.pkeep) * num_models) < num_models:
     raise ConfigError(f"membership.pkeep={config.membership.pkeep} with {num_models} models puts "
                       "each example in no model or in all; raise --config.membership.num_models")
+
+
+def validate_with_data(config: ml_collections.ConfigDict, ds: "data.Dataset",
+                       keep: np.ndarray) -> None:
+  """The checks that need the data: the batch against each model's examples, the canaries
+  against the pool, the classes the model will have.
+
+  Args:
+    config: the run's config.
+    ds: the loaded dataset (mia_jax.data.Dataset).
+    keep: bool [M, N], the membership matrix.
+  """
+  per_model = int(keep.sum(axis=1).min())
+  batch = int(config.train.batch_size)
+  if batch > per_model:
+    raise ConfigError(f"train.batch_size={batch} is larger than the {per_model} examples each "
+                      f"model trains on (pkeep {config.membership.pkeep} of a pool of "
+                      f"{keep.shape[1]}), so every step would be mostly padding; set "
+                      f"--config.train.batch_size={min(64, per_model)}")
+  if ds.num_classes < 2:
+    raise ConfigError(f"dataset {ds.name!r} has {ds.num_classes} class(es); an audit needs 2 or "
+                      "more")
+
+
+def bytes_needed(config: ml_collections.ConfigDict, model, ds: "data.Dataset",
+                 num_queries: int) -> int:
+  """About what a training run writes: two checkpoints kept plus one being written, each the
+  ensemble's state (parameters, optimizer state, batch statistics; twice under early stopping),
+  and logits.npz (written to a temporary file, then renamed)."""
+  from mia_jax.training import optim as optim_lib, steps  # pylint: disable=g-import-not-at-top
+  tx = optim_lib.make_optimizer(config.train, 1)
+  shapes = jax.eval_shape(lambda k: steps.init_state(model, tx, k, ds.pool_x[:1]),
+                          jax.random.key(0))
+  one = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+            for a in jax.tree.leaves(shapes))
+  num_models = int(config.membership.num_models)
+  copies = 2 if int(config.train.early_stopping_patience) > 0 else 1
+  logits = num_models * (len(ds.pool_y) + len(ds.test_y)) * num_queries * ds.num_classes * 4
+  return 3 * copies * num_models * one + 2 * logits

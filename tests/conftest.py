@@ -19,10 +19,12 @@ def load_config(name: str = "default", arg: str = ""):
 
 
 def tiny_config():
-  """The default audit shrunk to seconds: 4 models, 3 epochs, a pool of 200 digits."""
+  """The default audit shrunk to seconds: 4 models, 3 epochs, a pool of 200 digits; a
+  checkpoint every epoch (the interruption tests resume from a chosen epoch)."""
   c = load_config("default", "quick")
   c.model.hidden = (32,)
   c.attack.names = ("loss", "lira_online")
+  c.train.checkpoint_seconds = 0.0
   return c
 
 

@@ -39,7 +39,8 @@ def make_idx_dir(folder, n_train=30, n_test=10, size=6):
 
 def data_config(**kw):
   c = ml_collections.ConfigDict(dict(name="digits", dir="", file="", seed=0, pool_size=0,
-                                     val_size=0, test_size=0, normalise=True, num_classes=0))
+                                     val_size=0, test_size=0, normalise=True, num_classes=0,
+                                     label_base=-1))
   c.update(kw)
   return c
 
@@ -87,12 +88,80 @@ def test_tabular_reader(tmp_path):
   path = tmp_path / "purchase.txt"
   rows = ["3,1,0,1,1", "1,0,0,1,0", "2,1,1,1,1", "3,0,1,0,0"]
   path.write_text("\n".join(rows) + "\n")
-  raw = sources.load_tabular(data_config(name="purchase100", file=str(path)))
+  raw = sources.load_tabular(data_config(name="purchase100", file=str(path), label_base=1))
   np.testing.assert_array_equal(raw.y, [2, 0, 1, 2])   # 1-based labels shifted
   np.testing.assert_array_equal(raw.x[1], [0, 0, 1, 0])
   assert not raw.is_image and raw.num_classes == 3
-  raw = sources.load_tabular(data_config(name="purchase100", file=str(path), num_classes=100))
+  # 1..C with every class present and C = num_classes says it is 1-based by itself
+  raw = sources.load_tabular(data_config(name="purchase100", file=str(path), num_classes=3))
+  np.testing.assert_array_equal(raw.y, [2, 0, 1, 2])
+  raw = sources.load_tabular(data_config(name="purchase100", file=str(path), num_classes=100,
+                                         label_base=1))
   assert raw.num_classes == 100
+  # 0-based labels with every class present need nothing said
+  path.write_text("\n".join(["0,1,1", "2,0,0", "1,1,0"]) + "\n")
+  raw = sources.load_tabular(data_config(name="texas100", file=str(path)))
+  np.testing.assert_array_equal(raw.y, [0, 2, 1])
+  assert raw.num_classes == 3
+
+
+@pytest.mark.parametrize("labels,kw,match", [
+    # a 0-based file without class 0 reads 1..3: it must not be shifted down one class
+    ([1, 2, 3, 3], {}, "labels run 1..3"),
+    ([1, 2, 3, 3], {"num_classes": 4}, "labels run 1..3"),   # 1-based would need max 4
+    ([0, 1, 3, 3], {}, "no example of class"),               # a gap
+    ([1, 2, 3, 3], {"label_base": 2}, "give 0 or 1"),
+    ([0, 1, 2, 2], {"label_base": 1}, "do not fit"),                      # 0 below base 1
+])
+def test_tabular_labels_that_do_not_say_their_base_are_refused(tmp_path, labels, kw, match):
+  path = tmp_path / "t.txt"
+  path.write_text("".join(f"{y},1,0\n" for y in labels))
+  with pytest.raises(DataError, match=match) as e:
+    sources.load_tabular(data_config(name="texas100", file=str(path), **kw))
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_tabular_non_finite_feature_is_refused_with_its_place(tmp_path, bad):
+  path = tmp_path / "t.txt"
+  path.write_text(f"0,1,0\n1,0,1\n0,0,{bad}\n1,1,1\n")
+  with pytest.raises(DataError, match=r"record 3 holds .*inf|record 3 holds nan"):
+    sources.load_tabular(data_config(name="purchase100", file=str(path)))
+
+
+def test_idx_files_are_checked_against_each_other(tmp_path):
+  make_idx_dir(tmp_path)
+  cfg = data_config(name="fashion_mnist", dir=str(tmp_path))
+  # the images saved under the labels file's name
+  images = sources.read_idx(str(tmp_path / "train-images-idx3-ubyte.gz"))
+  write_idx(str(tmp_path / "train-labels-idx1-ubyte.gz"), images)
+  with pytest.raises(DataError, match="not the labels it is named for"):
+    sources.load_fashion_mnist(cfg)
+  # one corrupt label byte (200) is not a 201st class
+  make_idx_dir(tmp_path)
+  labels = sources.read_idx(str(tmp_path / "t10k-labels-idx1-ubyte.gz")).copy()
+  labels[4] = 200
+  write_idx(str(tmp_path / "t10k-labels-idx1-ubyte.gz"), labels)
+  with pytest.raises(DataError, match="label 200 at index 4"):
+    sources.load_fashion_mnist(cfg)
+  # test images of another size than the train images
+  make_idx_dir(tmp_path)
+  write_idx(str(tmp_path / "t10k-images-idx3-ubyte.gz"), np.zeros((10, 5, 5), np.uint8))
+  with pytest.raises(DataError, match="train images are"):
+    sources.load_fashion_mnist(cfg)
+
+
+def test_check_raw_refuses_non_finite_inputs_and_labels_out_of_range():
+  x = np.zeros((4, 3), np.float32)
+  data.check_raw(sources.RawData(x=x, y=np.array([0, 1, 1, 0]), num_classes=2, is_image=False),
+                 "t")
+  x[2, 1] = np.nan
+  with pytest.raises(DataError, match="first: example 2"):
+    data.check_raw(sources.RawData(x=x, y=np.array([0, 1, 1, 0]), num_classes=2,
+                                   is_image=False), "t")
+  with pytest.raises(DataError, match="labels range over 0..2 but it has 2 classes"):
+    data.check_raw(sources.RawData(x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 2, 0]),
+                                   num_classes=2, is_image=False), "t")
 
 
 @pytest.mark.parametrize("text,match", [("1,0,1\n2,0\n", "same number"), ("1,a,0\n", "not numbers"),

@@ -1,6 +1,7 @@
 """The train step, the ensemble trainer's strategies, early stopping, resume and inference."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -234,3 +235,52 @@ def test_query_logits_are_eval_mode():
   train_mode, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)},
                               mutable=["batch_stats"])
   assert not np.allclose(train_mode, full[0, :, 0], atol=1e-3)
+
+
+def test_checkpoints_by_seconds_resume_bit_identical_from_an_earlier_epoch(tmp_path):
+  """With checkpoint_seconds beyond the run, only the last epoch is saved; a run cut after
+  epoch 2 then has no checkpoint, restarts, and still ends bit-identical; one cut after a save
+  of epoch 1 (checkpoint_seconds 0 for that run) resumes from epoch 1."""
+  full, _, _ = _train(tmp_path / "full", "vmap", epochs=4, checkpoint_seconds=1e9)
+  assert sorted(os.listdir(tmp_path / "full")) == ["4"]          # the last epoch only
+
+  def kill_after(epoch):
+    def log(line):
+      if line.startswith(f"epoch {epoch}/"):
+        raise Killed()
+    return log
+
+  x, y = toy_data(n=40, shape=(5, 5, 1))
+  keep = membership.keep_matrix(0, 3, 40)
+  model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch", dropout=0.2)
+
+  def run(every_s, log, folder="cut"):
+    return ensemble.train_ensemble(
+        model, train_cfg(epochs=4, batch_size=8, strategy="vmap", checkpoint_seconds=every_s),
+        x, y, keep, seed=3, val=(x[:10], y[:10]), checkpoint_dir=str(tmp_path / folder), log=log)
+
+  with pytest.raises(Killed):
+    run(1e9, kill_after(2))
+  assert not [d for d in os.listdir(tmp_path / "cut") if d.isdigit()]   # nothing saved yet
+  again = run(1e9, lambda s: None)
+  assert again.resumed_from == 0
+  jax.tree.map(np.testing.assert_array_equal, again.state, full.state)
+  with pytest.raises(Killed):
+    run(0.0, kill_after(1), "cut1")
+  logs = []
+  resumed = run(1e9, logs.append, "cut1")
+  assert resumed.resumed_from == 1 and "resumed" in logs[0]
+  jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
+  assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+
+
+def test_time_left_counts_the_epochs_and_their_checkpoints():
+  # only the first epoch (compilation included) measured: an upper bound
+  assert ensemble.time_left([5.0], [], 10, 0.0) == (10 * 5.0 + 10 * 5.0, True)
+  # later epochs at their median; a save every epoch at the mean save
+  left, bound = ensemble.time_left([5.0, 1.0, 3.0, 1.0], [0.5, 0.3], 4, 0.0)
+  assert not bound and left == pytest.approx(4 * 1.0 + 4 * 0.4)
+  # a save every 2 s of training: 4 epochs of 1 s are 4 s, 2 saves and the last one
+  left, _ = ensemble.time_left([5.0, 1.0, 1.0], [0.5], 4, 2.0)
+  assert left == pytest.approx(4.0 + 3 * 0.5)
+  assert ensemble.time_left([5.0, 1.0], [0.5], 0, 2.0) == (0.0, False)

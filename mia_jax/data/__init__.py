@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from mia_jax.data import sources
-from mia_jax.errors import ConfigError
+from mia_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +71,31 @@ def check_name(name: str) -> None:
 
 
 def load_raw(config: ml_collections.ConfigDict) -> sources.RawData:
+  """The source's arrays, checked (check_raw)."""
   check_name(config.name)
   if config.name.startswith("tfds:"):
-    return sources.load_tfds(config)
-  return _REGISTRY[config.name](config)
+    raw = sources.load_tfds(config)
+  else:
+    raw = _REGISTRY[config.name](config)
+  check_raw(raw, config.name)
+  return raw
+
+
+def check_raw(raw: sources.RawData, name: str) -> None:
+  """Raises DataError unless x [N, ...] is finite, y [N] holds integers in [0, num_classes)
+  with num_classes >= 2, and x and y have one row per example."""
+  if len(raw.x) != len(raw.y) or raw.y.ndim != 1:
+    raise DataError(f"dataset {name!r}: {len(raw.x)} inputs but labels of shape "
+                    f"{raw.y.shape}; its files disagree, check them")
+  if raw.x.dtype.kind == "f" and not np.isfinite(raw.x).all():
+    bad = np.flatnonzero(~np.isfinite(raw.x.reshape(len(raw.x), -1)).all(axis=1))
+    raise DataError(f"dataset {name!r}: {len(bad)} examples hold NaN or infinite inputs (the "
+                    f"first: example {int(bad[0])}); mend the data")
+  if len(raw.y) and (raw.y.min() < 0 or raw.y.max() >= raw.num_classes):
+    raise DataError(f"dataset {name!r}: labels range over {int(raw.y.min())}..{int(raw.y.max())} "
+                    f"but it has {raw.num_classes} classes; mend the labels")
+  if raw.num_classes < 2:
+    raise DataError(f"dataset {name!r} has {raw.num_classes} class(es); an audit needs 2 or more")
 
 
 def split_sizes(total: int, config: ml_collections.ConfigDict) -> tuple[int, int, int]:

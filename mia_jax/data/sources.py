@@ -64,19 +64,38 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
-def _load_idx_dir(directory: str, name: str, hint: str) -> RawData:
+def _load_idx_dir(directory: str, name: str, hint: str, num_classes: int = 10) -> RawData:
+  """The four IDX files of an MNIST-format set, checked against each other: images [n, H, W]
+  uint8 of one size in both splits, labels [n] uint8 in [0, num_classes), n equal in the image
+  and label file of each split."""
   paths = [os.path.join(directory, f) for f in IDX_FILES]
   for p in paths:
     if not os.path.isfile(p):
       raise DataError(f"{name}: {p} not found; {hint}, or point --config.data.dir at the folder "
                       "that holds the four IDX .gz files")
-  train_x, train_y, test_x, test_y = (read_idx(p) for p in paths)
+  arrays = [read_idx(p) for p in paths]
+  for p, a, kind in zip(paths, arrays, ("images", "labels", "images", "labels")):
+    ndim = 3 if kind == "images" else 1
+    if a.ndim != ndim or a.dtype != np.uint8:
+      raise DataError(f"{name}: {p} holds {a.dtype} {list(a.shape)}, not the {kind} it is named "
+                      f"for (uint8 [{'n, H, W' if ndim == 3 else 'n'}]); the files are swapped or "
+                      "damaged, download them again")
+  train_x, train_y, test_x, test_y = arrays
   if len(train_x) != len(train_y) or len(test_x) != len(test_y):
     raise DataError(f"{name}: image and label files in {directory} disagree in length; "
                     "download them again")
+  if train_x.shape[1:] != test_x.shape[1:]:
+    raise DataError(f"{name}: train images are {train_x.shape[1:]}, test images "
+                    f"{test_x.shape[1:]}; download the files again")
+  for p, y in ((paths[1], train_y), (paths[3], test_y)):
+    bad = np.flatnonzero(y >= num_classes)
+    if len(bad):
+      raise DataError(f"{name}: {p} holds label {int(y[bad[0]])} at index {int(bad[0])} "
+                      f"({len(bad)} labels outside 0..{num_classes - 1}); the file is corrupt, "
+                      "download it again")
   x = np.concatenate([train_x, test_x]).astype(np.float32) / 255.0
   y = np.concatenate([train_y, test_y]).astype(np.int32)
-  return RawData(x=x[..., None], y=y, num_classes=int(y.max()) + 1, is_image=True)
+  return RawData(x=x[..., None], y=y, num_classes=num_classes, is_image=True)
 
 
 def load_fashion_mnist(config: ml_collections.ConfigDict) -> RawData:
@@ -93,7 +112,13 @@ def load_mnist(config: ml_collections.ConfigDict) -> RawData:
 
 def load_tabular(config: ml_collections.ConfigDict) -> RawData:
   """Purchase100 / Texas100 text: one record per line, the label then the features,
-  separated by commas or whitespace. Labels may start at 0 or 1 (1-based are shifted)."""
+  separated by commas or whitespace; every value a finite number, the labels integers.
+
+  Labels start at `config.label_base` (0 or 1; 1-based are shifted down). With label_base -1
+  (auto), the labels must say it themselves: 0..K-1 with every class present, or 1..C with
+  every class present and C = config.num_classes. Anything else (a gap, or 1..K that may be a
+  0-based file without class 0) is refused: a wrong guess would shift every class.
+  """
   path = config.file
   if not path:
     raise DataError(f"{config.name}: no data file given; set --config.data.file=PATH to a text "
@@ -121,17 +146,52 @@ def load_tabular(config: ml_collections.ConfigDict) -> RawData:
       rows.append(values)
   if not rows:
     raise DataError(f"{path} holds no records; check --config.data.file")
-  table = np.asarray(rows, dtype=np.float32)
+  table = np.asarray(rows, dtype=np.float64)
+  finite = np.isfinite(table)
+  if not finite.all():
+    row, col = np.argwhere(~finite)[0]
+    raise DataError(f"{path}: record {row + 1} holds {table[row, col]} in column {col + 1} "
+                    f"({int((~finite).sum())} values in all are NaN or infinite); every value "
+                    "must be a finite number")
   y = table[:, 0]
   if not np.all(y == np.round(y)):
     raise DataError(f"{path}: the first column (labels) must hold integers")
-  y = y.astype(np.int32)
-  if y.min() == 1:
-    y -= 1
-  if y.min() < 0:
-    raise DataError(f"{path}: negative labels; labels must be 0..C-1 or 1..C")
-  num_classes = max(int(config.get("num_classes", 0) or 0), int(y.max()) + 1)
-  return RawData(x=table[:, 1:], y=y, num_classes=num_classes, is_image=False)
+  y = y.astype(np.int64)
+  y, num_classes = _labels_from(y, int(config.get("label_base", -1)),
+                                int(config.get("num_classes", 0) or 0), path)
+  return RawData(x=table[:, 1:].astype(np.float32), y=y.astype(np.int32),
+                 num_classes=num_classes, is_image=False)
+
+
+def _labels_from(y: np.ndarray, base: int, num_classes: int, path: str) -> tuple[np.ndarray, int]:
+  """0-based labels and the class count (load_tabular's docstring says how)."""
+  lo, hi = int(y.min()), int(y.max())
+  present = np.unique(y)
+  if base not in (-1, 0, 1):
+    raise DataError(f"data.label_base={base}: give 0 or 1 (the first class's label), or -1 "
+                    "(from the labels)")
+  if base == -1:
+    contiguous = len(present) == hi - lo + 1
+    if lo == 0 and contiguous:
+      base = 0
+    elif lo == 1 and contiguous and hi == num_classes:
+      base = 1
+    elif lo == 1 and contiguous:
+      raise DataError(f"{path}: labels run 1..{hi}: 1-based with {hi} classes, or 0-based "
+                      "without class 0? say which with --config.data.label_base=1 (or 0), or "
+                      f"--config.data.num_classes={hi} for 1-based labels")
+    else:
+      missing = sorted(set(range(min(lo, 0), hi + 1)) - set(present.tolist()))
+      shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+      raise DataError(f"{path}: labels {lo}..{hi} have no example of class(es) {shown}; if that "
+                      "is right, set --config.data.label_base=0 (or 1) and "
+                      "--config.data.num_classes")
+  y = y - base
+  classes = max(num_classes, int(y.max()) + 1)
+  if y.min() < 0 or y.max() >= classes:
+    raise DataError(f"{path}: labels {lo}..{hi} do not fit label_base {base} and "
+                    f"{classes} classes; labels must be {base}..{base + classes - 1}")
+  return y, classes
 
 
 def load_tfds(config: ml_collections.ConfigDict) -> RawData:

@@ -18,8 +18,11 @@ Guarantee: the training run is (epsilon, delta)-DP for the returned epsilon, pro
 the clipping bound C and the noise N(0, (sigma C)^2) on the clipped SUM are as described.
 """
 
+import contextlib
 import math
+from typing import Callable
 
+from absl import logging as absl_logging
 import dp_accounting
 from dp_accounting import pld, rdp
 
@@ -28,6 +31,18 @@ from mia_jax.errors import ConfigError
 ACCOUNTANTS = ("pld", "rdp")
 SAMPLINGS = ("poisson", "shuffle")
 _PLD_DISCRETIZATION = 1e-4  # dp_accounting's default; finer is slower for little gain
+
+
+@contextlib.contextmanager
+def quiet_rdp():
+  """Silences the RDP accountant's warnings (orders whose series does not converge are left
+  out of the bound, which stays valid: dozens of lines per calibration, nothing to act on)."""
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
 
 
 def _accountant(accountant: str):
@@ -93,40 +108,52 @@ def epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: fl
   acc = _accountant(accountant)
   acc.compose(dp_event(noise_multiplier, sampling_rate, steps, sampling=sampling,
                        max_batch=max_batch, num_examples=num_examples))
-  return float(acc.get_epsilon(delta))
+  with quiet_rdp():
+    return float(acc.get_epsilon(delta))
 
 
 def calibrate_noise(target_epsilon: float, sampling_rate: float, steps: int, delta: float, *,
                     accountant: str = "pld", sampling: str = "poisson",
                     max_batch: int | None = None, num_examples: int | None = None,
-                    tol: float = 1e-3) -> float:
+                    tol: float = 1e-3,
+                    progress: Callable[[str, float], None] | None = None) -> float:
   """Smallest noise multiplier (to within tol) whose epsilon is <= target_epsilon.
 
   Bisection by dp_accounting.calibrate_dp_mechanism. For PLD the bracket comes from the RDP
   solution first (RDP epsilon >= PLD epsilon, so sigma_rdp is an upper end), which keeps PLD
   away from tiny sigmas, where its discretised distributions need tens of GiB.
+  `progress(accountant, sigma)` is called before each accountant evaluation (PLD's take seconds
+  each).
   """
   if target_epsilon <= 0:
     raise ConfigError(f"target epsilon must be > 0, got {target_epsilon}")
   _accountant(accountant)  # validates the name
   kw = dict(sampling=sampling, max_batch=max_batch, num_examples=num_examples)
+  report = progress or (lambda name, sigma: None)
 
   def solve(acc_name, bracket):
-    return float(dp_accounting.calibrate_dp_mechanism(
-        lambda: _accountant(acc_name),
-        lambda sigma: dp_event(sigma, sampling_rate, steps, **kw),
-        target_epsilon, delta, bracket_interval=bracket, tol=tol))
+    def event(sigma):
+      report(acc_name, sigma)
+      return dp_event(sigma, sampling_rate, steps, **kw)
+    with quiet_rdp():
+      return float(dp_accounting.calibrate_dp_mechanism(
+          lambda: _accountant(acc_name), event, target_epsilon, delta, bracket_interval=bracket,
+          tol=tol))
 
   if accountant == "rdp":
     return solve("rdp", dp_accounting.LowerEndpointAndGuess(1e-3, 1.0))
   rdp_kw = dict(kw, max_batch=None)  # RDP has no truncated event; untruncated is close
-  upper = float(dp_accounting.calibrate_dp_mechanism(
-      rdp.RdpAccountant, lambda sigma: dp_event(sigma, sampling_rate, steps, **rdp_kw),
-      target_epsilon, delta, bracket_interval=dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
-      tol=tol))
+  with quiet_rdp():
+    upper = float(dp_accounting.calibrate_dp_mechanism(
+        rdp.RdpAccountant, lambda sigma: dp_event(sigma, sampling_rate, steps, **rdp_kw),
+        target_epsilon, delta, bracket_interval=dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
+        tol=tol))
+  report("pld", upper)
   if epsilon(upper, sampling_rate, steps, delta, accountant="pld", **kw) > target_epsilon:
     upper *= 1.5  # truncation can make the RDP (untruncated) end too small
   lower = 0.8 * upper  # PLD is typically 5-20% below RDP
+  report("pld", lower)
   while epsilon(lower, sampling_rate, steps, delta, accountant="pld", **kw) <= target_epsilon:
     lower *= 0.8
+    report("pld", lower)
   return solve("pld", dp_accounting.ExplicitBracketInterval(lower, upper))

@@ -4,7 +4,8 @@ The state pytree is saved as its flat list of leaves (a stable, structure-free l
 JSON record of the loop's progress; it is restored into the structure of a freshly initialised
 state, so optax's empty states and models without BatchNorm need no special handling.
 Orbax writes each checkpoint to a temporary folder and renames it when complete: a run killed
-during a save resumes from the previous checkpoint.
+during a save resumes from the previous checkpoint (the next run removes the temporary folder).
+When to save is the trainer's choice (mia_jax.training.ensemble: by seconds of training).
 """
 
 import os
@@ -22,7 +23,8 @@ class Checkpointer:
     self._mngr = ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
+                                             enable_async_checkpointing=False,
+                                             cleanup_tmp_directories=True))
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()

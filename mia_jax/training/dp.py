@@ -77,6 +77,13 @@ def check_config(dp: ml_collections.ConfigDict) -> None:
   if not float(dp.clip_norm) > 0:
     raise ConfigError(f"dp.clip_norm={dp.clip_norm} must be positive; "
                       "set --config.dp.clip_norm=1.0")
+  if float(dp.target_epsilon) < 0:
+    raise ConfigError(f"dp.target_epsilon={dp.target_epsilon} must be positive (or 0: use "
+                      "dp.noise_multiplier as given); set --config.dp.target_epsilon=8")
+  if float(dp.noise_multiplier) < 0:
+    raise ConfigError(f"dp.noise_multiplier={dp.noise_multiplier} must be positive")
+  if not 0.0 <= float(dp.delta) < 1.0:
+    raise ConfigError(f"dp.delta={dp.delta} must lie in [0, 1) (0: 1 / examples per model)")
   if float(dp.target_epsilon) <= 0 and not float(dp.noise_multiplier) > 0:
     raise ConfigError("DP-SGD needs dp.noise_multiplier > 0 or dp.target_epsilon > 0; "
                       "set --config.dp.target_epsilon=8")
@@ -117,11 +124,13 @@ class DPPlan:
                               accountant=self.accountant, sampling=self.sampling, **kw)
 
 
-def plan(dp: ml_collections.ConfigDict, keep: np.ndarray, batch_size: int, epochs: int) -> DPPlan:
+def plan(dp: ml_collections.ConfigDict, keep: np.ndarray, batch_size: int, epochs: int,
+         progress=None) -> DPPlan:
   """Fixes sigma (given, or calibrated for dp.target_epsilon), the padded batch and the steps.
 
   Epsilon is accounted for the model with the fewest kept examples (the smallest n gives the
-  largest sampling rate and so the largest epsilon); delta defaults to 1 / n.
+  largest sampling rate and so the largest epsilon); delta defaults to 1 / n. `progress` goes
+  to accounting.calibrate_noise.
   """
   check_config(dp)
   n = int(keep.sum(axis=1).min())
@@ -137,7 +146,8 @@ def plan(dp: ml_collections.ConfigDict, keep: np.ndarray, batch_size: int, epoch
     kw = {"max_batch": max_batch, "num_examples": n} if (
         dp.sampling == "poisson" and dp.accountant == "pld") else {}
     sigma = accounting.calibrate_noise(float(dp.target_epsilon), batch_size / n, steps, delta,
-                                       accountant=dp.accountant, sampling=dp.sampling, **kw)
+                                       accountant=dp.accountant, sampling=dp.sampling,
+                                       progress=progress, **kw)
   return DPPlan(noise_multiplier=sigma, expected_batch_size=float(batch_size),
                 max_batch=max_batch, steps_per_epoch=steps_per_epoch, steps=steps,
                 num_examples=n, delta=delta, sampling=dp.sampling, accountant=dp.accountant,

@@ -8,7 +8,11 @@ models train beside it.
 
 An epoch is one pass of each model over its own kept examples, in batches of `batch_size`
 drawn without replacement; the last batch is padded (with the model's own examples, mask 0).
-Every epoch is checkpointed; training resumes from the latest checkpoint by default.
+A checkpoint is written once `cfg.checkpoint_seconds` of training have passed since the last one
+(every epoch when 0), and after the last epoch: an orbax save costs a few tenths of a second
+whatever the state's size, more than an epoch of a small ensemble. Training resumes from the
+latest checkpoint by default; the epochs after it are trained again, and since an epoch's
+batches and keys depend only on (seed, model id, epoch), the result is bit-identical.
 
 More models than fit in memory train in chunks of `cfg.chunk_size` models (0: all at once),
 one after another, each with its own checkpoints under `checkpoint_dir/chunk_XXXX` (a single
@@ -125,11 +129,13 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
     keep: bool [M, N].
     seed: the training seed (initialisation, batches, dropout, augmentation).
     val: (x, y) held out from every model, for early stopping when cfg.early_stopping_patience.
-    checkpoint_dir: where to checkpoint every epoch and resume from; None disables both.
+    checkpoint_dir: where to checkpoint (cfg.checkpoint_seconds) and resume from; None disables
+      both.
     log: receives one progress line per epoch.
     dp_plan: train every model with DP-SGD (mia_jax.training.dp.plan): Poisson batches (or
       shuffled ones) of the plan's expected size, per-example clipping and Gaussian noise in the
-      step; the epsilon spent is logged each epoch and kept in the history.
+      step. Its epsilon is the plan's (one accountant, logged by the pipeline), not logged per
+      epoch: the PLD accountant takes seconds per evaluation.
     difficulty: float [N], higher = harder; required when cfg.curriculum.enabled, which then
       opens each model's examples easiest first by the pacing of cfg.curriculum
       (mia_jax.training.curriculum; e.g. curriculum.reference_difficulty).
@@ -179,6 +185,28 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
                      strategy=strategy.name)
 
 
+def time_left(compute_s: list[float], save_s: list[float], epochs_left: int,
+              every_s: float) -> tuple[float, bool]:
+  """Seconds the remaining epochs will take, their checkpoints included, and whether that is
+  only an upper bound.
+
+  compute_s: the seconds of the epochs run so far in this process (the first includes the
+  compilation); save_s: the seconds of its checkpoint saves. An epoch is taken to cost the median
+  of the epochs after the first; with only the first measured, its time bounds the others from
+  above. Saves: one every `every_s` seconds of training (every epoch when 0), and the last, each
+  costing the mean save so far (before the first: the first epoch's time, compilation included,
+  which is more than an orbax save of a small state).
+  """
+  if epochs_left <= 0:
+    return 0.0, False
+  bound = len(compute_s) < 2
+  epoch = compute_s[0] if bound else float(np.median(compute_s[1:]))
+  training = epochs_left * epoch
+  saves = epochs_left if every_s <= 0 else min(epochs_left, int(training // every_s) + 1)
+  save = float(np.mean(save_s)) if save_s else compute_s[0]   # no save yet: the first epoch's
+  return training + saves * save, bound
+
+
 def _merge_histories(histories: list[list[dict]]) -> list[dict]:
   """Per epoch, the chunks' per-model lists concatenated (None for a chunk already stopped)."""
   if len(histories) == 1:
@@ -209,13 +237,11 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
   batch_size = int(cfg.batch_size)
   tx = optim.make_optimizer(cfg, spe)
   dp_step = None
-  epsilons = []
   if dp_plan is not None:
     dp_step = dp_lib.DPStepConfig(clip_norm=dp_plan.clip_norm,
                                   noise_multiplier=dp_plan.noise_multiplier,
                                   expected_batch_size=dp_plan.expected_batch_size,
                                   method=dp_plan.clipping, fault=dp_plan.fault)
-    epsilons = dp_lib.epsilon_by_epoch(dp_plan, int(cfg.epochs))
   step_cfg = steps.StepConfig(label_smoothing=float(cfg.label_smoothing),
                               crop_padding=int(cfg.augment.crop_padding),
                               flip=bool(cfg.augment.flip), dp=dp_step)
@@ -253,6 +279,9 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
   vals = strategy.replicate((np.asarray(val[0]), np.asarray(val[1]))) if eval_fn else None
   model_ids = strategy.put(ids_p)
   epoch = start
+  every_s = float(cfg.get("checkpoint_seconds", 0.0))
+  last_save = time.perf_counter()
+  compute_s, save_s = [], []          # this call's epochs and checkpoint saves
   while not done:
     t0 = time.perf_counter()
     if dp_plan is not None and dp_plan.sampling == "poisson":
@@ -288,29 +317,31 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
           es["bad_epochs"][m] += 1
           es["active"][m] = es["bad_epochs"][m] < patience
       record["val_accuracy"] = val_acc[:num_real].tolist()
-    if epsilons:
-      record["epsilon_rdp"] = epsilons[epoch]
-    seconds = time.perf_counter() - t0
-    record["seconds"] = seconds
+    compute_s.append(time.perf_counter() - t0)
+    record["seconds"] = compute_s[-1]
     history.append(record)
     epoch += 1
     done = epoch >= epochs or not any(es["active"])
-    if ckpt is not None:
+    saved = ""
+    if ckpt is not None and (done or time.perf_counter() - last_save >= every_s):
+      t_save = time.perf_counter()
       ckpt.save(epoch, (strategy.get_stacked(state),
                         strategy.get_stacked(best) if best is not None else None),
                 {"early_stopping": es, "history": history})
+      last_save = time.perf_counter()
+      save_s.append(last_save - t_save)
+      saved = f" (checkpoint {save_s[-1]:.1f}s)"
+    record["seconds"] = time.perf_counter() - t0     # the epoch's wall time, its save included
     examples = float(metrics["count"].sum())
-    left = (epochs - epoch) * np.mean([h["seconds"] for h in history[resumed_from:]])
+    left, bound = time_left(compute_s, save_s, epochs - epoch, every_s)
     line = f"epoch {epoch}/{epochs}  loss {np.mean(record['loss']):.4f}  "
     if np.isfinite(np.mean(record["accuracy"])):   # DP-SGD's step computes no accuracy
       line += f"accuracy {np.mean(record['accuracy']):.4f}  "
-    if "epsilon_rdp" in record:
-      line += f"epsilon <= {record['epsilon_rdp']:.3f} (RDP)  "
     if "val_accuracy" in record:
       line += (f"val {np.mean(record['val_accuracy']):.4f}  "
                f"active {sum(es['active'])}/{num_real}  ")
-    log(line + f"{examples / seconds:,.0f} examples/s  {seconds:.1f}s  "
-        f"time left {0 if done else left:.0f}s")
+    log(line + f"{examples / compute_s[-1]:,.0f} examples/s  {record['seconds']:.1f}s{saved}  "
+        f"time left {'0' if done else ('<=' if bound else '') + f'{left:.0f}'}s")
   if ckpt is not None:
     ckpt.close()
   final = strategy.get_stacked(best if best is not None else state)

@@ -35,10 +35,9 @@ def main(argv=None) -> None:
   p.add_argument("--process_id", type=int, default=None)
   args = p.parse_args(own)
   initialize(args.coordinator, args.num_processes, args.process_id)
-  from absl import app  # pylint: disable=g-import-not-at-top
   from mia_jax import main as mia_main  # pylint: disable=g-import-not-at-top
   sys.argv = [sys.argv[0]] + rest
-  app.run(mia_main.main)
+  mia_main.run_cli()
 
 
 if __name__ == "__main__":
