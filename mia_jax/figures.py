@@ -1,20 +1,79 @@
 """The audit's figures in workdir/figures/ (matplotlib, Agg backend: no display needed).
 
-  roc.png             log-log ROC of every attack (thin: up to 8 targets; thick: the mean TPR)
+  roc.png             log-log ROC of every attack, drawn only where the non-members resolve
+                      the FPR (from 1 / num_nonmembers up; the floor is marked and the region
+                      below it shaded); thin lines: up to 8 targets, thick: the mean TPR over
+                      targets; the legend gives each attack's mean AUC and its 95% interval
   score_hist.png      per attack, histograms of the scores of members and non-members of one
-                      target (density, bins over the 0.5th to 99.5th percentile of its scores)
-  shadow_scaling.png  TPR at 0.1% FPR (and AUC) of the shadow-based attacks against the number
-                      of shadow models (scaling.shadow_scaling)
+                      target (density over bins from the 0.5th to the 99.5th percentile of its
+                      scores, the tails piled into the end bins), the x axis naming the score
+                      and any transform drawn
+  shadow_scaling.png  TPR at the headline FPR (0.1%, or 1% where 0.1% is not resolved) and AUC
+                      of the shadow-based attacks against the number of shadow models, in
+                      percent: each target's value and the mean over targets
 
-Each figure is written to a temporary name and renamed, as report.py does for its files.
+Every attack keeps one colour and one line style in every figure: the line style names its
+family (threshold attacks dotted, Shokri dash-dot, LiRA online solid, LiRA offline dashed,
+RMIA dash-dot-dot, anything else densely dotted) and the colour, a shade of the family's hue,
+the attack within it. Each figure is written to a temporary name and renamed, as report.py
+does for its files.
 """
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from mia_jax import report
+from mia_jax import metrics, report
+
+# family: (name prefixes, line style, shades of the family's hue)
+_FAMILIES = {
+    "threshold": (("loss", "confidence", "entropy", "modified_entropy"), ":",
+                  ("#08306b", "#2f7fc1", "#17a2b8", "#7fb8e6")),
+    "shokri": (("shokri",), "-.", ("#8c564b", "#c49c94")),
+    "lira online": (("lira_online",), "-", ("#b2182b", "#f4737a", "#67000d")),
+    "lira offline": (("lira_offline",), "--", ("#e66101", "#fdb863", "#8c3d00")),
+    "rmia": (("rmia_",), (0, (6, 1.5, 1, 1.5, 1, 1.5)), ("#1b7837", "#7fbf7b", "#00441b")),
+    "other": ((), (0, (1, 1)), ("#6a3d9a", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")),
+}
+
+# What each attack's score is (higher = member), for the histograms' x axes.
+SCORE_LABELS = {
+    "loss": "-cross-entropy",
+    "confidence": "p(true label)",
+    "entropy": "-entropy of the prediction",
+    "modified_entropy": "-modified entropy (Song & Mittal)",
+    "shokri": "attack model's log-odds of IN",
+    "lira_online": "log-likelihood ratio, IN vs OUT Gaussians",
+    "lira_online_fixed_var": "log-likelihood ratio, global sigmas",
+    "lira_offline": "log Pr[Z <= phi], Z ~ OUT Gaussian",
+    "lira_offline_fixed_var": "log Pr[Z <= phi], global OUT sigma",
+    "lira_offline_logpdf": "-log N(phi; OUT Gaussian)",
+    "rmia_online": "share of population z with LR(x, z) >= gamma",
+    "rmia_offline": "share of population z with LR(x, z) >= gamma",
+}
+
+
+def family(name: str) -> str:
+  """The attack family of `name` (the line style of its curves): the first whose name prefix
+  it has (so "loss_calibrated" is a threshold attack, "lira_offline_x" LiRA offline)."""
+  for fam, (prefixes, _, _) in _FAMILIES.items():
+    if any(name.startswith(p) for p in prefixes):
+      return fam
+  return "other"
+
+
+def styles(names: Sequence[str]) -> dict[str, dict]:
+  """{name: {"color", "ls"}}: the line style of its family, a shade of the family's hue."""
+  seen: dict[str, int] = {}
+  out = {}
+  for name in names:
+    fam = family(name)
+    _, ls, shades = _FAMILIES[fam]
+    i = seen.get(fam, 0)
+    seen[fam] = i + 1
+    out[name] = {"color": shades[i % len(shades)], "ls": ls}
+  return out
 
 
 def _pyplot():
@@ -26,92 +85,173 @@ def _pyplot():
 
 def _save(fig, path: str) -> None:
   plt = _pyplot()
-  report.atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
+  report.atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png",
+                                                  bbox_inches="tight"))
   plt.close(fig)
 
 
+def _auc_label(name: str, per_target, summary: Optional[Mapping]) -> str:
+  if summary is not None:
+    mean, ci = summary["auc"]["mean"], summary.get("auc_ci95")
+  else:
+    mean, ci = float(np.mean([metrics.auc(f, t) for f, t in per_target])), None
+  return f"{name}  AUC {100 * mean:.1f}%" + (report.interval_text(ci, 1) if ci else "")
+
+
 def roc(path: str, curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
-        max_thin: int = 8) -> None:
+        summaries: Optional[Mapping[str, Mapping]] = None, max_thin: int = 8) -> list[str]:
   """Log-log ROC; curves = {attack: [(fpr [G + 1], tpr [G + 1]) per target]}.
 
-  Thin lines show the first `max_thin` targets; the thick line is the mean over all targets.
+  Args:
+    path: the PNG to write.
+    curves: each attack's ROC per target (attacks.evaluate's curves).
+    summaries: {attack: evaluate summary}, for the legend's mean AUC and interval and each
+      target's number of non-members; without it the AUC is the curves' mean and the floor
+      their smallest positive FPR.
+    max_thin: how many targets' own curves to draw thin.
+
+  Returns:
+    The legend's labels, in order.
+
+  Nothing is drawn below FPR 1 / num_nonmembers (the highest such floor over targets for the
+  mean curve): no threshold there is supported by a non-member.
   """
   plt = _pyplot()
-  grid = np.logspace(-5, 0, 400)
-  fig, ax = plt.subplots(figsize=(5.5, 5))
-  for i, (name, per_target) in enumerate(curves.items()):
-    color = f"C{i % 10}"
+  if summaries is not None:
+    floors = [1.0 / r["num_nonmembers"] for s in summaries.values() for r in s["per_target"]]
+    n_mems = [r["num_members"] for s in summaries.values() for r in s["per_target"]]
+  else:
+    floors = [float(np.min(f[f > 0])) for pt in curves.values() for f, _ in pt]
+    n_mems = [1e4]
+  floor = max(floors)
+  grid = np.logspace(np.log10(floor), 0, 300)
+  fig, ax = plt.subplots(figsize=(9.5, 5.2))
+  look = styles(list(curves))
+  labels = []
+  for name, per_target in curves.items():
     tprs = []
     for j, (fpr, tpr) in enumerate(per_target):
       if j < max_thin:
-        ax.plot(fpr, tpr, color=color, alpha=0.15, lw=0.7)
+        keep = fpr >= floor * (1 - 1e-9)
+        ax.plot(fpr[keep], tpr[keep], color=look[name]["color"], alpha=0.18, lw=0.7)
       tprs.append(np.interp(grid, fpr, tpr))
-    ax.plot(grid, np.mean(tprs, axis=0), color=color, lw=2, label=name,
-            ls="-" if i < 10 else "--")
-  ax.plot(grid, grid, "k:", lw=0.8, label="chance")
-  ax.set(xscale="log", yscale="log", xlim=(1e-4, 1), ylim=(1e-4, 1),
-         xlabel="false positive rate", ylabel="true positive rate", title="Membership inference ROC")
-  ax.legend(loc="lower right", fontsize=7)
+    label = _auc_label(name, per_target, None if summaries is None else summaries.get(name))
+    labels.append(label)
+    ax.plot(grid, np.mean(tprs, axis=0), lw=2, label=label, **look[name])
+  ax.plot(grid, grid, color="0.4", lw=0.8, label="chance (TPR = FPR)")
+  labels.append("chance (TPR = FPR)")
+  lo_x = floor / 3
+  ax.axvspan(lo_x, floor, color="0.88", zorder=0)
+  ax.axvline(floor, color="0.3", lw=0.8, ls="--")
+  ax.text(floor * 0.93, 0.98, f"FPR = 1/{round(1 / floor)}: below it no non-member\n"
+          "supports a threshold (no data)", rotation=90, ha="right", va="top", fontsize=7,
+          color="0.3", transform=ax.get_xaxis_transform())
+  ax.set(xscale="log", yscale="log", xlim=(lo_x, 1), ylim=(min(0.5 / min(n_mems), floor), 1),
+         xlabel="false positive rate (log scale)", ylabel="true positive rate (log scale)",
+         title="Membership inference ROC (thick: mean over targets; thin: single targets)")
+  ax.grid(alpha=0.25, which="both")
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+            title="attack, mean AUC [95% interval]", title_fontsize=7)
   fig.tight_layout()
   _save(fig, path)
+  return labels
 
 
 def score_histograms(path: str, scores: Mapping[str, np.ndarray], is_member: np.ndarray,
-                     target: int, cols: int = 4) -> None:
-  """One panel per attack: scores [N] of members vs non-members of model `target`."""
+                     target: int, cols: int = 4) -> list[str]:
+  """One panel per attack: scores [N] of members vs non-members of model `target`.
+
+  Returns:
+    Each panel's x-axis label (what the score is, and the transform drawn, if any).
+  """
   plt = _pyplot()
   is_member = np.asarray(is_member, bool)
   rows = max(1, math.ceil(len(scores) / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False)
-  for ax, (name, s) in zip(axes.ravel(), scores.items()):
+  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+  xlabels = []
+  for i, (ax, (name, s)) in enumerate(zip(axes.ravel(), scores.items())):
     s = np.asarray(s, np.float64)
+    finite = s[np.isfinite(s)]
+    s = np.clip(s, finite.min(), finite.max()) if finite.size else np.zeros_like(s)
+    xlabel = SCORE_LABELS.get(name, "attack score (higher = member)")
     lo, hi = np.percentile(s, [0.5, 99.5])
     q25, q75 = np.percentile(s, [25, 75])
-    if hi - lo > 20 * max(q75 - q25, 1e-12) and max(abs(lo), abs(hi)) > 10:
-      # heavy tails (LiRA's likelihood ratios): a signed log scale keeps the bulk visible
+    big = max(abs(lo), abs(hi))
+    if (hi - lo > 20 * max(q75 - q25, 1e-12) and big > 10) or big > 1e4:
+      # heavy tails or many decades (LiRA's likelihood ratios): a signed log scale keeps the
+      # bulk visible
       s = np.sign(s) * np.log1p(np.abs(s))
       lo, hi = np.percentile(s, [0.5, 99.5])
-      ax.set_xlabel("sign(s) log(1 + |s|)", fontsize=7)
+      xlabel = f"{xlabel}\n(drawn as sign(s) log(1 + |s|))"
     if not hi > lo:
       lo, hi = lo - 0.5, hi + 0.5
     bins = np.linspace(lo, hi, 41)
     clipped = np.clip(s, lo, hi)
-    ax.hist(clipped[~is_member], bins=bins, density=True, alpha=0.55, color="C0", label="non-member")
-    ax.hist(clipped[is_member], bins=bins, density=True, alpha=0.55, color="C3", label="member")
+    ax.hist(clipped[~is_member], bins=bins, density=True, alpha=0.55, color="#2f7fc1",
+            label="non-members")
+    ax.hist(clipped[is_member], bins=bins, density=True, alpha=0.55, color="#d6604d",
+            label="members")
     ax.set_title(name, fontsize=9)
-    ax.tick_params(labelsize=7)
-    ax.set_yticks([])
+    ax.set_xlabel(xlabel, fontsize=7)
+    if i % cols == 0:
+      ax.set_ylabel("density", fontsize=7)
+    ax.tick_params(labelsize=6)
+    xlabels.append(xlabel)
   for ax in axes.ravel()[len(scores):]:
     ax.axis("off")
   axes.ravel()[0].legend(fontsize=7)
-  fig.suptitle(f"Scores of members and non-members of target model {target} "
-               "(tails clipped at the 0.5th/99.5th percentile)", fontsize=10)
+  fig.suptitle(f"Scores of target model {target}'s {int(is_member.sum())} members and "
+               f"{int((~is_member).sum())} non-members (higher = more member-like; values "
+               "beyond the 0.5th/99.5th percentiles piled into the end bins)", fontsize=9)
   fig.tight_layout()
   _save(fig, path)
+  return xlabels
 
 
-def shadow_scaling(path: str, scaling: Mapping) -> None:
-  """TPR at 0.1% FPR and AUC against the number of shadows (scaling.shadow_scaling's dict)."""
+def shadow_scaling(path: str, scaling: Mapping) -> str:
+  """TPR at the headline FPR and AUC, in percent, against the number of shadows.
+
+  Args:
+    path: the PNG to write.
+    scaling: scaling.shadow_scaling's dict.
+
+  Returns:
+    The FPR key the TPR panel shows ("0.001", or "0.01" where 0.1% is not resolved).
+  """
   plt = _pyplot()
-  fig, (ax_tpr, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
-  for i, (name, points) in enumerate(scaling["attacks"].items()):
-    points = [p for p in points if "auc" in p]
-    if not points:
+  points = [p for ps in scaling["attacks"].values() for p in ps if "auc" in p]
+  key = report.headline_fpr(points)
+  fig, (ax_tpr, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
+  look = styles(list(scaling["attacks"]))
+  for name, ps in scaling["attacks"].items():
+    ps = [p for p in ps if "auc" in p]
+    if not ps:
       continue
-    x = [p["num_shadows"] for p in points]
-    for ax, value in ((ax_tpr, lambda p: p["tpr_at_fpr"]["0.001"]), (ax_auc, lambda p: p["auc"])):
-      mean = np.array([value(p)["mean"] for p in points])
-      std = np.array([value(p)["std"] for p in points])
-      ax.plot(x, mean, marker="o", color=f"C{i % 10}", label=name)
-      ax.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.08)
-  targets = scaling["targets"]
-  for ax, label in ((ax_tpr, "TPR at 0.1% FPR"), (ax_auc, "AUC")):
+    x = np.array([p["num_shadows"] for p in ps], float)
+    for ax, value in ((ax_tpr, lambda p: p["tpr_at_fpr"][key]), (ax_auc, lambda p: p["auc"])):
+      ax.plot(x, [100 * value(p)["mean"] for p in ps], marker="o", ms=4, lw=1.8,
+              label=name if ax is ax_tpr else None, **look[name])
+      for p, xi in zip(ps, x):
+        each = value(p).get("per_target", [])
+        ax.scatter(np.full(len(each), xi), 100 * np.asarray(each), s=9, alpha=0.35,
+                   color=look[name]["color"], linewidths=0)
+  n_non = np.mean([p["num_nonmembers"] for p in points]) if points else 0
+  tpr_label = f"TPR at {report.alpha_text(key)} FPR (%)"
+  for ax, label in ((ax_tpr, tpr_label), (ax_auc, "AUC (%)")):
     ax.set_xscale("log", base=2)
     ax.set_xticks(scaling["sizes"], [str(k) for k in scaling["sizes"]])
     ax.minorticks_off()
-    ax.set(xlabel="number of shadow models", ylabel=label)
+    ax.set(xlabel="shadow models per example (K: K/2 IN, K/2 OUT)", ylabel=label)
     ax.grid(alpha=0.3)
-  ax_tpr.set_title(f"mean ± std over target(s) {targets}", fontsize=9)
-  ax_auc.legend(fontsize=7)
+  ax_auc.axhline(50, color="0.4", lw=0.8)
+  ax_auc.text(scaling["sizes"][0], 50, " chance", va="bottom", fontsize=7, color="0.3")
+  ax_tpr.axhline(100 * float(key), color="0.4", lw=0.8)
+  ax_tpr.text(scaling["sizes"][0], 100 * float(key), " chance", va="bottom", fontsize=7,
+              color="0.3")
+  note = "" if key == "0.001" else f"; 0.1% FPR is not resolved by {n_non:.0f} non-members"
+  fig.suptitle(f"Shadow scaling: line = mean over target(s) {scaling['targets']}, dots = each "
+               f"target{note}", fontsize=9)
+  fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
   fig.tight_layout()
   _save(fig, path)
+  return key

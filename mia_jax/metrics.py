@@ -47,7 +47,7 @@ interval of TPR at low FPR can exclude the estimate (a resample lacks the top no
 37% of the time, which lowers the threshold), so nothing reports it.
 """
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -203,12 +203,22 @@ def auc_interval(t: Tally, confidence: float = CONFIDENCE) -> tuple[float, float
   non-member at s is beaten by the members above s. Var(AUC) = Var(member placements) / n_mem
   + Var(non-member placements) / n_non (ddof 1).
   """
+  return _auc_ci(*_mann_whitney(t), t.num_members, t.num_nonmembers, confidence)
+
+
+def _mann_whitney(t: Tally) -> tuple[float, float]:
+  """(AUC as the Mann-Whitney statistic, ties one half; DeLong's variance of it)."""
   n_mem, n_non = t.num_members, t.num_nonmembers
   v_mem = (n_non - t.fps + 0.5 * t.nonmembers) / n_non   # [G]: the placement of a member there
   v_non = (t.tps - 0.5 * t.members) / n_mem              # [G]: the placement of a non-member
   a = float(np.dot(t.members, v_mem) / n_mem)
   var = (np.dot(t.members, (v_mem - a) ** 2) / max(n_mem - 1, 1) / n_mem
          + np.dot(t.nonmembers, (v_non - a) ** 2) / max(n_non - 1, 1) / n_non)
+  return a, float(var)
+
+
+def _auc_ci(a: float, var: float, n_mem: int, n_non: int,
+            confidence: float = CONFIDENCE) -> tuple[float, float]:
   if 0.0 < a < 1.0:
     return stats.logit_interval(a, float(np.sqrt(var)), confidence)
   n = min(n_mem, n_non)                    # perfect separation: no variance to estimate
@@ -248,8 +258,9 @@ def tpr_interval(t: Tally, alpha: float, confidence: float = CONFIDENCE,
 
 
 def _tpr_intervals(t: Tally, alphas: Sequence[float], confidence: float = CONFIDENCE,
-                   method: str = "quadrature") -> tuple[np.ndarray, np.ndarray]:
-  """tpr_interval for each alpha [A]: (lo [A], hi [A])."""
+                   method: str = "quadrature", tp: Optional[np.ndarray] = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """tpr_interval for each alpha [A]: (lo [A], hi [A]); tp: _within(t, alphas) if known."""
   n_mem, n_non = t.num_members, t.num_nonmembers
   a = (1.0 - confidence) / 2
   piece = a / 2 if method == "union" else a
@@ -258,7 +269,7 @@ def _tpr_intervals(t: Tally, alphas: Sequence[float], confidence: float = CONFID
   if method == "union":
     return (stats.binomial_bounds(rank_lo, n_mem, piece)[0],
             stats.binomial_bounds(rank_hi, n_mem, piece)[1])
-  tp = _within(t, alphas)
+  tp = _within(t, alphas) if tp is None else tp
   est = tp / n_mem
   cp_lo, cp_hi = stats.binomial_bounds(tp, n_mem, a)
   lo = est - np.hypot(est - rank_lo / n_mem, est - cp_lo)
@@ -297,13 +308,17 @@ def tpr_at_fpr_lower(t: Tally, alpha: float) -> float:
   return float(_tpr_lower(t, [alpha])[0])
 
 
-def _tpr_lower(t: Tally, alphas: Sequence[float]) -> np.ndarray:
+def _tpr_lower(t: Tally, alphas: Sequence[float], tp: Optional[np.ndarray] = None
+               ) -> np.ndarray:
+  """tpr_at_fpr_lower for each alpha [A]; tp: _within(t, alphas) if known."""
   n_non = t.num_nonmembers
   pos = np.asarray(alphas, np.float64) * (n_non + 1)
   j = np.minimum(np.floor(pos + _FP_TOL), n_non).astype(np.int64)
   w = np.clip(pos - j, 0.0, 1.0)
-  below, above = _above(t, j, strict=True), _above(t, np.minimum(j + 1, n_non), strict=True)
-  return np.minimum((1 - w) * below + w * above, _within(t, alphas)) / t.num_members
+  counts = _above(t, np.concatenate([j, np.minimum(j + 1, n_non)]), strict=True)
+  below, above = counts[:j.size], counts[j.size:]
+  tp = _within(t, alphas) if tp is None else tp
+  return np.minimum((1 - w) * below + w * above, tp) / t.num_members
 
 
 def advantage_interval(value: float, n_mem: int, n_non: int,
@@ -411,27 +426,34 @@ def bootstrap_ci95(scores, is_member, fprs: Sequence[float] = DEFAULT_FPRS, num:
 
 def evaluate_tally(t: Tally, fprs: Sequence[float] = DEFAULT_FPRS, intervals: bool = True
                    ) -> dict:
-  """evaluate's dict, without the bootstrap, from a tally (one sort serves the ROC too)."""
-  fpr, tpr, _ = roc_from_tally(t)
+  """evaluate's dict, without the bootstrap, from a tally (one sort serves the ROC too).
+
+  The AUC is the Mann-Whitney statistic (ties one half), which the trapezoidal area of
+  roc_curve equals up to rounding.
+  """
   n_mem, n_non = t.num_members, t.num_nonmembers
   keys = [_key(a) for a in fprs]
-  adv, adv_abs = advantage(fpr, tpr), advantage(fpr, tpr, absolute=True)
+  tp = _within(t, fprs)
+  d = t.tps / n_mem - t.fps / n_non                 # TPR - FPR at every threshold but +inf
+  adv = max(0.0, float(d.max()))                    # +inf gives (0, 0): 0
+  adv_abs = max(adv, float(-d.min()))
+  a, var = _mann_whitney(t)
   out = {
-      "auc": auc(fpr, tpr),
+      "auc": a,
       "advantage": adv,
       "advantage_abs": adv_abs,
-      "balanced_accuracy": balanced_accuracy(fpr, tpr),
-      "tpr_at_fpr": dict(zip(keys, (_within(t, fprs) / n_mem).tolist())),
+      "balanced_accuracy": (1.0 + adv) / 2,
+      "tpr_at_fpr": dict(zip(keys, (tp / n_mem).tolist())),
       "num_nonmembers": n_non,
       "num_members": n_mem,
-      "nonmembers_at_fpr": {k: _max_false_positives(a, n_non) for k, a in zip(keys, fprs)},
-      "tpr_at_fpr_lower": dict(zip(keys, _tpr_lower(t, fprs).tolist())),
+      "nonmembers_at_fpr": {k: _max_false_positives(x, n_non) for k, x in zip(keys, fprs)},
+      "tpr_at_fpr_lower": dict(zip(keys, _tpr_lower(t, fprs, tp).tolist())),
   }
   if intervals:
     adv_ci = advantage_interval(adv, n_mem, n_non)
-    lo, hi = _tpr_intervals(t, fprs)
+    lo, hi = _tpr_intervals(t, fprs, tp=tp)
     out.update({
-        "auc_ci95": list(auc_interval(t)),
+        "auc_ci95": list(_auc_ci(a, var, n_mem, n_non)),
         "advantage_ci95": list(adv_ci),
         "advantage_abs_ci95": list(advantage_interval(adv_abs, n_mem, n_non)),
         "balanced_accuracy_ci95": [(1 + adv_ci[0]) / 2, (1 + adv_ci[1]) / 2],

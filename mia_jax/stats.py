@@ -49,7 +49,7 @@ def binomial_bounds(k, n, a: float) -> tuple[np.ndarray, np.ndarray]:
     (lower, upper), float64 arrays of the broadcast shape: lower = 0 at k = 0, upper = 1 at
     k = n. With a = (1 - confidence) / 2 they are clopper_pearson's two ends.
   """
-  k, n = np.broadcast_arrays(np.asarray(k, np.float64), np.asarray(n, np.float64))
+  k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
   if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
     raise ConfigError("binomial_bounds needs 0 <= k <= n and n >= 1")
   # betaincinv(p, q, x) is beta.ppf(x, p, q) without scipy.stats' per-call overhead

@@ -19,9 +19,12 @@ the estimator's bias rather than correcting it (conservative where k is small).
 What it covers: the expected metric of a model trained by this recipe on this pool, over
 seeds and random halves. The targets share one pool and serve as each other's shadows, so
 they are not fully independent: the interval leaves out the pool-to-pool variance, and the
-shared shadows can correlate the targets' values (making it somewhat narrow). With a single
-target there is no spread to measure: the summary's intervals are then that target's own,
-over examples only ("interval_unit": "examples").
+shared shadows can correlate the targets' values (making it somewhat narrow). It is never
+narrower than the examples' noise alone (the targets' own intervals, combined as for a mean of
+independent values): that guards the t interval of a few targets against a chance agreement
+of their values, or a discrete metric (every target at TPR 0). With a single target there is no spread to measure: the
+summary's intervals are then that target's own, over examples only ("interval_unit":
+"examples").
 
 The percentile bootstrap (`bootstrap` > 0) is recorded per target under "bootstrap_ci95",
 for comparison with older results only (metrics.py says why nothing reports it).
@@ -70,27 +73,45 @@ def over_targets(items: Sequence[dict]) -> dict:
 
   Returns:
     {"auc_ci95", "advantage_ci95", "advantage_abs_ci95", "balanced_accuracy_ci95": [lo, hi],
-     "tpr_at_fpr_ci95": {alpha: [lo, hi]},
+     "tpr_at_fpr_ci95": {alpha: [lo, hi]} (each the t interval, widened to the examples'
+     noise alone where narrower: _hull),
      "tpr_at_fpr_resolved": {alpha: every target's floor(alpha * non-members) >= 1},
      "interval_unit": "targets" (T >= 2) or "examples" (T = 1: that target's intervals)}.
   """
   keys = list(items[0]["tpr_at_fpr"])
   out = {}
-  if len(items) == 1:
-    only = items[0]
-    for m in _SCALARS:
-      out[f"{m}_ci95"] = list(only[f"{m}_ci95"])
-    out["tpr_at_fpr_ci95"] = {k: list(only["tpr_at_fpr_ci95"][k]) for k in keys}
-  else:
-    for m in _SCALARS:
-      out[f"{m}_ci95"] = list(_t([r[m] for r in items]))
-    out["tpr_at_fpr_ci95"] = {
-        k: [_t([r["tpr_at_fpr_lower"][k] for r in items])[0],
-            _t([r["tpr_at_fpr"][k] for r in items])[1]] for k in keys}
+  for m in _SCALARS:
+    values = [r[m] for r in items]
+    t = _t(values) if len(items) > 1 else None
+    out[f"{m}_ci95"] = _hull(t, values, [r[f"{m}_ci95"] for r in items])
+  out["tpr_at_fpr_ci95"] = {}
+  for k in keys:
+    values = [r["tpr_at_fpr"][k] for r in items]
+    t = None
+    if len(items) > 1:
+      t = (_t([r["tpr_at_fpr_lower"][k] for r in items])[0], _t(values)[1])
+    out["tpr_at_fpr_ci95"][k] = _hull(t, values, [r["tpr_at_fpr_ci95"][k] for r in items])
   out["tpr_at_fpr_resolved"] = {k: all(r["nonmembers_at_fpr"][k] >= 1 for r in items)
                                 for k in keys}
   out["interval_unit"] = "targets" if len(items) > 1 else "examples"
   return out
+
+
+def _hull(t: Optional[tuple[float, float]], values: Sequence[float],
+          own: Sequence[Sequence[float]]) -> list[float]:
+  """The t interval, widened where it is narrower than the examples' noise alone.
+
+  The examples' noise of the mean of T values [T] with own intervals [T, 2]: each side's
+  distances from the values to their ends, added in quadrature and divided by T (independent
+  targets); with one target it is that target's interval.
+  """
+  v, own = np.asarray(values, np.float64), np.asarray(own, np.float64)
+  mean = float(v.mean())
+  lo = max(0.0, mean - float(np.sqrt(np.sum((v - own[:, 0]) ** 2))) / v.size)
+  hi = min(1.0, mean + float(np.sqrt(np.sum((own[:, 1] - v) ** 2))) / v.size)
+  if t is not None:
+    lo, hi = min(lo, t[0]), max(hi, t[1])
+  return [lo, hi]
 
 
 def evaluate_attack(name: str, data: AttackData, targets: Sequence[int], *,
@@ -224,8 +245,7 @@ def slice_summary(scores: np.ndarray, keep_rows: np.ndarray, labels: np.ndarray,
     targets), "auc", "advantage", "advantage_abs", "balanced_accuracy": {"mean", "std"},
     "tpr_at_fpr": {alpha: {"mean", "std"}}, **over_targets(...)}.
   """
-  per = [metrics.evaluate_slices(scores[r], keep_rows[r], labels, predictions[r],
-                                 intervals=len(scores) == 1)   # T > 1: t over the values
+  per = [metrics.evaluate_slices(scores[r], keep_rows[r], labels, predictions[r])
          for r in range(len(scores))]
   classes = sorted({c for s in per for c in s["class"]}, key=int)
   return {"class": {c: combine([s["class"][c] for s in per if c in s["class"]], False)
