@@ -5,10 +5,13 @@ previous file whole.
 """
 
 import json
+import math
 import os
 import tempfile
 
 import numpy as np
+
+from mia_jax import stats
 
 FPRS = ("0.01", "0.001", "0.0001", "0.0")
 _UMASK = os.umask(0o022)
@@ -59,17 +62,47 @@ def _mean_std(stat: dict) -> str:
   return f"{_pct(stat['mean'])} ± {_pct(stat['std'])}"
 
 
-def _ci(ci) -> str:
-  return f" [{_pct(ci[0], 1)}, {_pct(ci[1], 1)}]" if ci else ""
+def interval_text(ci, digits: int = 2) -> str:
+  """' [lo, hi]' in percent, rounded outward so the shown interval holds the shown estimate."""
+  if not ci:
+    return ""
+  scale = 10 ** digits
+  lo = math.floor(100 * ci[0] * scale + 1e-6) / scale
+  hi = math.ceil(100 * ci[1] * scale - 1e-6) / scale
+  return f" [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _alpha(key: str) -> str:
+def alpha_text(key: str) -> str:
+  """An FPR key as a percentage: "0.001" -> "0.1%"."""
   return f"{100 * float(key):g}%"
 
 
+def _unresolved(num_nonmembers: float) -> str:
+  return f"n/a ({num_nonmembers:.0f} non-members)"
+
+
+def _tpr_cell(s: dict, key: str, num_nonmembers: float, spread: bool = True) -> str:
+  """TPR at FPR key as "mean ± std [interval]", or n/a where the FPR is not resolved."""
+  if not s.get("tpr_at_fpr_resolved", {}).get(key, True):
+    return _unresolved(num_nonmembers)
+  stat = s["tpr_at_fpr"][key]
+  shown = _mean_std(stat) if spread else _pct(stat["mean"])
+  return shown + interval_text(s.get("tpr_at_fpr_ci95", {}).get(key))
+
+
+def headline_fpr(summaries) -> str:
+  """0.1% FPR if every summary resolves it, else 1% (else 0.1%, every value n/a)."""
+  summaries = list(summaries)
+  for key in ("0.001", "0.01"):
+    if all(s.get("tpr_at_fpr_resolved", {}).get(key, True) for s in summaries):
+      return key
+  return "0.001"
+
+
 def strongest(attacks: dict) -> str:
-  """The attack with the highest mean TPR at 0.1% FPR (ties: the higher mean AUC)."""
-  return max(attacks, key=lambda n: (attacks[n]["tpr_at_fpr"]["0.001"]["mean"],
+  """The attack with the highest mean TPR at the headline FPR (ties: the higher mean AUC)."""
+  key = headline_fpr(attacks.values())
+  return max(attacks, key=lambda n: (attacks[n]["tpr_at_fpr"][key]["mean"],
                                      attacks[n]["auc"]["mean"]))
 
 
@@ -93,41 +126,52 @@ def _intro(results: dict) -> list[str]:
     text += (f" Queries (`data.queries={ds['queries']['kind']}`): "
              f"{', '.join(ds['queries']['views'])}.")
   test_on = m.get("test_accuracy_on", "the held-out test split")
-  train, test = np.mean(m["train_accuracy"]), np.mean(m["test_accuracy"])
+  train, test = np.asarray(m["train_accuracy"]), np.asarray(m["test_accuracy"])
+  gap = train - test if train.shape == test.shape else np.array([train.mean() - test.mean()])
+
+  def acc(v):
+    shown = f"{_pct(v.mean())} ± {_pct(v.std(ddof=1) if v.size > 1 else 0.0)}"
+    return shown + (interval_text(stats.t_interval(v)) if v.size > 1 else "")
+
   return [
       "# Membership inference audit", "", text, "",
+      "Accuracies in percent: mean ± std over the models [95% t interval of the mean over "
+      "models].", "",
       f"| models | train accuracy | test accuracy ({test_on}) | gap |", "|---|---|---|---|",
-      f"| {results['num_models']} | {_pct(train)} ± {_pct(np.std(m['train_accuracy']))} | "
-      f"{_pct(test)} ± {_pct(np.std(m['test_accuracy']))} | {_pct(train - test)} |", ""]
+      f"| {results['num_models']} | {acc(train)} | {acc(test)} | {acc(gap)} |", ""]
+
+
+def _interval_words(results: dict) -> str:
+  first = next(iter(results["attacks"].values()))
+  if first.get("interval_unit", "targets") == "examples":
+    return ("the 95% interval of the one target's value over its examples (one target: the "
+            "model-to-model variance is not covered)")
+  return ("the 95% interval of that mean, over the target models (Student t; each target's "
+          "own interval over examples is in results.json)")
 
 
 def _attack_table(results: dict) -> list[str]:
   attacks = results["attacks"]
   first = next(iter(attacks.values()))
-  boot = results.get("config", {}).get("attack", {}).get("bootstrap", 0)
-  n_non = first["per_target"][0]["num_nonmembers"] if first.get("per_target") else None
-  budget = ", ".join(f"{_alpha(k)} FPR: {first['nonmembers_at_fpr'][k]['mean']:.3g}"
+  n_non = float(np.mean([r["num_nonmembers"] for r in first["per_target"]]))
+  budget = ", ".join(f"{alpha_text(k)} FPR: {first['nonmembers_at_fpr'][k]['mean']:.3g}"
                      for k in TABLE_FPRS)
   lines = [
       "## Attacks", "",
-      f"Percent; mean ± std over {len(results['targets'])} targets"
-      + (f", then the 95% bootstrap interval of that mean ({boot} resamples of each target's "
-         "members and non-members)" if boot else "")
-      + ". TPR at FPR alpha is the largest TPR whose FPR <= alpha. "
+      f"Percent; mean ± std over {len(results['targets'])} targets, then "
+      f"{_interval_words(results)}. TPR at FPR alpha is the largest TPR whose FPR <= alpha. "
       f"Each target has about {n_non} non-members, so the false positives each FPR allows "
-      f"(the non-members it rests on) are {budget}; a TPR resting on fewer than ~10 is "
-      "anecdotal, and one resting on 0 is the TPR at 0% FPR."
-      + (" At such FPRs the percentile interval is biased upward (a resample lacks the top "
-         "non-member about 37% of the time, which lowers the threshold), so it can lie above "
-         "the mean; read it as rough." if boot else ""), "",
+      f"(the non-members it rests on) are {budget}. Where that is 0 the FPR is not resolved: "
+      "the value would be the TPR at 0% FPR whatever alpha is, and the table says n/a. "
+      "Advantage is max(TPR - FPR); the study's max |TPR - FPR| is `advantage_abs` in "
+      "results.json.", "",
       "| attack | AUC | balanced accuracy | advantage | "
-      + " | ".join(f"TPR @ {_alpha(k)} FPR" for k in TABLE_FPRS) + " |",
+      + " | ".join(f"TPR @ {alpha_text(k)} FPR" for k in TABLE_FPRS) + " |",
       "|---|---|---|---|" + "---|" * len(TABLE_FPRS)]
   for name, s in attacks.items():
-    ci = s.get("tpr_at_fpr_ci95", {})
-    cells = [f"{_mean_std(s['auc'])}{_ci(s.get('auc_ci95'))}", _mean_std(s["balanced_accuracy"]),
-             _mean_std(s["advantage"])]
-    cells += [f"{_mean_std(s['tpr_at_fpr'][k])}{_ci(ci.get(k))}" for k in TABLE_FPRS]
+    cells = [f"{_mean_std(s[m])}{interval_text(s.get(f'{m}_ci95'))}"
+             for m in ("auc", "balanced_accuracy", "advantage")]
+    cells += [_tpr_cell(s, k, n_non) for k in TABLE_FPRS]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines + [""]
 
@@ -140,20 +184,22 @@ def _slice_table(results: dict) -> list[str]:
   sl = attacks[name]["slices"]
   rows = [(f"class {c}", v) for c, v in sl["class"].items()]
   rows += [("correctly classified", sl["correct"]), ("misclassified", sl["incorrect"])]
-  lines = [f"## Slices of `{name}` (the strongest attack at 0.1% FPR)", "",
-           "Mean over targets (those whose slice holds members and non-members); members and "
-           "non-members per target; AUC and TPR in percent, each slice with its own threshold. "
-           "Every attack's slices are in results.json (`attacks.NAME.slices`).", "",
+  lines = [f"## Slices of `{name}` (the strongest attack at "
+           f"{alpha_text(headline_fpr(attacks.values()))} FPR)", "",
+           "Mean over targets (those whose slice holds members and non-members) [95% interval "
+           "over those targets]; members and non-members per target; AUC and TPR in percent, "
+           "each slice with its own threshold; n/a where a slice's non-members cannot resolve "
+           "the FPR. Every attack's slices are in results.json (`attacks.NAME.slices`).", "",
            "| slice | members | non-members | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR |",
            "|---|---|---|---|---|---|"]
   for label, v in rows:
+    head = f"| {label} | {v['num_members']:.0f} | {v['num_nonmembers']:.0f} | "
     if "auc" not in v:
-      lines.append(f"| {label} | {v['num_members']:.0f} | {v['num_nonmembers']:.0f} | "
-                   "n/a | n/a | n/a |")
+      lines.append(head + "n/a (no members or no non-members) | n/a | n/a |")
       continue
-    lines.append(f"| {label} | {v['num_members']:.0f} | {v['num_nonmembers']:.0f} | "
-                 f"{_mean_std(v['auc'])} | {_pct(v['tpr_at_fpr']['0.01']['mean'])} | "
-                 f"{_pct(v['tpr_at_fpr']['0.001']['mean'])} |")
+    lines.append(head + f"{_mean_std(v['auc'])}{interval_text(v.get('auc_ci95'))} | "
+                 f"{_tpr_cell(v, '0.01', v['num_nonmembers'], spread=False)} | "
+                 f"{_tpr_cell(v, '0.001', v['num_nonmembers'], spread=False)} |")
   return lines + [""]
 
 
@@ -162,13 +208,20 @@ def _scaling_table(results: dict) -> list[str]:
   if not scaling.get("attacks"):
     return []
   sizes = scaling["sizes"]
-  lines = ["## TPR at 0.1% FPR against the number of shadow models", "",
-           f"Percent, mean over target(s) {scaling['targets']}; each rerun on a random subset of "
-           "the other models (`figures/shadow_scaling.png`).", "",
+  points = [p for ps in scaling["attacks"].values() for p in ps if "auc" in p]
+  key = headline_fpr(points)
+  n_non = np.mean([p["num_nonmembers"] for p in points]) if points else 0
+  note = ("" if key == "0.001" else
+          f" (0.1% FPR is not resolved by {n_non:.0f} non-members per target)")
+  lines = [f"## TPR at {alpha_text(key)} FPR against the number of shadow models", "",
+           f"Percent{note}: mean over target(s) {scaling['targets']} [95% interval over them]; "
+           "a column K reruns the attack with K references per example, K/2 IN and K/2 OUT "
+           "drawn from the other models (`figures/shadow_scaling.png`).", "",
            "| attack | " + " | ".join(str(s) for s in sizes) + " |",
            "|---|" + "---|" * len(sizes)]
-  for name, points in scaling["attacks"].items():
-    cells = [_pct(p["tpr_at_fpr"]["0.001"]["mean"]) if "auc" in p else "n/a" for p in points]
+  for name, ps in scaling["attacks"].items():
+    cells = [_tpr_cell(p, key, p["num_nonmembers"], spread=False) if "auc" in p else "n/a"
+             for p in ps]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines + [""]
 
