@@ -30,7 +30,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from mia_jax import attacks, inference, metrics
+from mia_jax import attacks, inference, metrics, stats
 from mia_jax.defenses import ensemble_defense, unlearning
 from mia_jax.training import curriculum
 
@@ -79,6 +79,15 @@ class Context:
   @property
   def q(self) -> str:
     return self.config.data.queries
+
+
+def _spread(name: str, values) -> dict:
+  """{name: mean, name_ci: t interval over the targets in [0, 100], name_per_target}."""
+  v = [float(x) for x in values]
+  lo, hi = stats.t_interval(v)
+  return {name: float(np.mean(v)), f"{name}_ci": [float(np.clip(lo, 0, 100)),
+                                                 float(np.clip(hi, 0, 100))],
+          f"{name}_per_target": v}
 
 
 def _seconds(result, count: int) -> float:
@@ -130,6 +139,7 @@ def curriculum_row(ctx, model) -> dict:
   entry = {"status": "run", **ctx.accuracies(logits, ctx.y, ctx.keep),
            **ctx.threshold_attack(logits, ctx.y, ctx.keep),
            "seconds_per_model": _seconds(res, ctx.keep.shape[0]), "epochs_run": res.epochs_run,
+           "shares_seeds": False,        # its batches follow the curriculum, not the seed's order
            "setting": f"pacing {tcfg.curriculum.pacing} from {tcfg.curriculum.start:g} over "
                       f"{tcfg.curriculum.ramp_epochs or tcfg.epochs} epochs, difficulty = "
                       f"{tcfg.curriculum.difficulty} of a reference model trained "
@@ -155,9 +165,11 @@ def augmentation_row(ctx, model) -> dict:
   plain = ctx.threshold_attack(logits[:, :, :1], ctx.y, ctx.keep)
   entry = {"status": "run", **ctx.accuracies(logits[:, :, :1], ctx.y, ctx.keep),
            **ctx.threshold_attack(logits, ctx.y, ctx.keep),
-           "threshold_unaware": {"auc": plain["auc"], "advantage": plain["advantage"]},
+           "threshold_unaware": {k: plain[k] for k in ("auc", "auc_ci", "advantage",
+                                                      "advantage_ci")},
            "num_queries": int(logits.shape[2]),
            "seconds_per_model": _seconds(res, ctx.keep.shape[0]), "epochs_run": res.epochs_run,
+           "shares_seeds": True,         # model m's initialisation and batch order as `none`'s
            "setting": f"crop padding {tcfg.augment.crop_padding}, flip {tcfg.augment.flip}; "
                       f"aware attacks average the loss over {logits.shape[2]} views"}
   if ctx.lira_keep is not None and "augmentation" in ctx.p.lira_rows:
@@ -196,6 +208,7 @@ def ensemble_row(ctx, model, kind: str) -> dict:
   entry = {"status": "run", **ctx.accuracies(out, ctx.y, ctx.keep),
            **ctx.threshold_attack(out, ctx.y, ctx.keep),
            "seconds_per_model": _seconds(res, ctx.keep.shape[0]), "epochs_run": res.epochs_run,
+           "shares_seeds": False,        # K sub-models per target, none of them `none`'s model
            "sub_models": k, "examples_per_sub_model": float(sub.sum(1).mean()),
            "setting": (f"K = {k} sub-models on disjoint parts" if kind == "ensemble" else
                        f"K = {k} sub-models on bootstrap samples"
@@ -265,7 +278,8 @@ def _logits_of(ctx, model, variables) -> np.ndarray:
 
 
 def _unlearn_metrics(ctx, logits, keep, forget, seconds, retrain_seconds) -> dict:
-  """Loss-threshold AUC of forgotten vs never-seen and retained vs never-seen, per target."""
+  """Loss-threshold AUC of forgotten vs never-seen and retained vs never-seen: the mean over
+  targets with its t interval over them, and per target (target m forgot its row of forget)."""
   scores = np.stack([-attacks.signals.loss(np.asarray(z, np.float32), ctx.y[:, None]).mean(-1)
                      for z in logits])                                   # [M, N]
   f, r = [], []
@@ -273,11 +287,11 @@ def _unlearn_metrics(ctx, logits, keep, forget, seconds, retrain_seconds) -> dic
     f.append(_auc_tpr(scores[m], forget[m], ~keep[m])[0])
     r.append(_auc_tpr(scores[m], keep[m] & ~forget[m], ~keep[m])[0])
   pred = logits[:, :, 0].argmax(-1)
-  acc = lambda mask: 100 * float(np.mean([(pred[m] == ctx.y)[mask[m]].mean()  # noqa: E731
-                                         for m in range(keep.shape[0])]))
-  return {"auc_forgotten": float(np.mean(f)), "auc_retained": float(np.mean(r)),
-          "acc_forgotten": acc(forget), "acc_retained": acc(keep & ~forget), "test_acc": acc(~keep),
-          "seconds_per_model": seconds,
+  acc = lambda name, mask: _spread(name, [100 * (pred[m] == ctx.y)[mask[m]].mean()  # noqa: E731
+                                          for m in range(keep.shape[0])])
+  return {**_spread("auc_forgotten", f), **_spread("auc_retained", r),
+          **acc("acc_forgotten", forget), **acc("acc_retained", keep & ~forget),
+          **acc("test_acc", ~keep), "seconds_per_model": seconds,
           "speedup_vs_retrain": (retrain_seconds / seconds) if seconds else None}
 
 
@@ -291,14 +305,14 @@ def _lira_forgotten(ctx, unlearned, forget, unlearned_keep=True) -> dict:
   aware = attacks.run("lira_online", attacks.AttackData(
       logits=unlearned, labels=ctx.y, keep=(lk & ~forget) if unlearned_keep else lk), targets)
   res = {"aware": [], "unaware": []}
-  for t in targets:
+  for t in targets:   # the unaware attacker: the target unlearned, its shadows the raw models
     mixed = np.array(ctx.none_lira_logits)
     mixed[t] = unlearned[t]
     un = attacks.run("lira_online", attacks.AttackData(logits=mixed, labels=ctx.y, keep=lk), [t])
     res["aware"].append(_auc_tpr(aware[t], forget[t], ~lk[t]))
     res["unaware"].append(_auc_tpr(un[0], forget[t], ~lk[t]))
-  return {k: {"auc": float(np.mean([a for a, _ in v])),
-              "tpr_at_0.1%": float(np.mean([b for _, b in v]))} for k, v in res.items()}
+  return {k: {**_spread("auc", [a for a, _ in v]), **_spread("tpr_at_0.1%", [b for _, b in v])}
+          for k, v in res.items()}
 
 
 def unlearning_row(ctx, model) -> dict:

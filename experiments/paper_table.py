@@ -1,26 +1,44 @@
-r"""The study's defense table (Khalil et al. 2025, Tables 2-3) for one config, plus LiRA.
+r"""The study's defense table (Khalil et al. 2025, Tables 2-3) for one config, plus LiRA, with
+every number's interval and each finding's verdict from a test.
 
   python experiments/paper_table.py --config=configs/fashion_mnist_paper.py \
-      --workdir=/tmp/pt_fmnist --out=experiments/results/paper_table_fashion_mnist
+      --workdir=/tmp/mia_runs/pt_fmnist --out=experiments/results/paper_table_fashion_mnist
 
 Rows (config.paper.rows): none, early_stopping, l2_5e-4, l2_1e-3, l2_5e-3, regdrop_0.25,
 regdrop_0.5 (L2 5e-4 plus dropout), label_smoothing, dp_sgd, logit_reweighting (post hoc, on
-the `none` models; also given for regdrop_0.25). Each trained row: M models on the train split
-(membership.scheme 'train_test': members = train split, non-members = test split), the global
-loss-threshold attack on each as target (AUC and advantage in percent, mean over targets),
-train / test accuracy and training seconds per model. For rows in paper.lira_rows, LiRA online
-on paper.lira_num_models models trained on random halves of the same audited set gives TPR at
-0.1% FPR. Logit reweighting is attacked by an attacker who knows it (shadow outputs reweighted
-the same way) and one who does not (raw shadows). The `none` row is trained epoch by epoch
-(resuming its checkpoint) to record member / non-member histograms at paper.hist_epochs, and
-its first model is analysed (mia_jax.analysis.study). The rows of paper.defense_rows
-(curriculum, augmentation, ensemble, ensemble_bagging, unlearning; experiments/paper_defenses.py)
-go beyond the study, each attacked by an adaptive and an unaware attacker. Every training
-resumes from the workdir.
-Writes OUT.md, OUT.json and OUT_figures/.
+the `none` models; also given for regdrop_0.25). Each trained row: M = membership.num_models
+models on the train split (membership.scheme 'train_test': members = train split,
+non-members = test split), the global loss-threshold attack on each as target (AUC and
+advantage in percent), train / test accuracy, each the mean over the M targets with its 95% t
+interval over them, and the no-leak permutation test of the row (significance.leak_test);
+training seconds per model. Model m of every row but DP-SGD shares its initialisation and data
+order with model m of the others (ensemble.model_keys, epoch_batches), so rows are compared
+paired by model. For rows in paper.lira_rows (all of them in the Fashion-MNIST config), LiRA
+online on paper.lira_num_models models trained on random halves of the same audited set gives
+TPR at 0.1% FPR with its interval over those targets and the non-members it rests on. Logit
+reweighting is attacked by an attacker who knows it (shadow outputs reweighted the same way)
+and one who does not (raw shadows). The `none` row is trained epoch by epoch (resuming its
+checkpoint) to record member / non-member histograms at paper.hist_epochs, and its first model
+is analysed (mia_jax.analysis.study). The rows of paper.defense_rows (curriculum,
+augmentation, ensemble, ensemble_bagging, unlearning; experiments/paper_defenses.py) go beyond
+the study, each attacked by an adaptive and an unaware attacker. Every training resumes from
+the workdir.
+
+Verdicts (mia_jax.analysis.significance.table_claims and decide): every finding is tested
+(paired t over the models where rows share them, Welch otherwise, the exact sign-flip over
+LiRA's targets for its TPR at 0.1% FPR, TOST for "within a margin", a permutation null for
+"still leaks") and Holm's correction runs over all of the table's claims; a finding "holds"
+only when its adjusted p is at most 0.05, "fails" only when the test supports the opposite,
+and is "not shown" otherwise. Why t tests and not sign-flips for the models: over n models a
+sign-flip cannot go below p = 2 / 2**n, which Holm over about 50 claims needs below 0.001; the
+models' AUC, advantage and accuracy each average thousands of examples and vary close to
+normally over seeds. How many models: at least 5 (the table's configs use 5 or 10); the
+Fashion-MNIST config's 10 keep the whole table within about 1.5 hours of a shared 2-core CPU.
+Writes OUT.md, OUT.json (with every per-target value and every claim's test) and OUT_figures/.
 """
 
 import copy
+import functools
 import json
 import os
 
@@ -34,13 +52,15 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mia_jax import attacks, data, defenses, inference, log_filter, models  # pylint: disable=wrong-import-position
-from mia_jax.analysis import embeddings, paper_report, plots, study, vulnerability  # pylint: disable=wrong-import-position
-from mia_jax.data import membership  # pylint: disable=wrong-import-position
-from mia_jax.defenses import logit_reweighting  # pylint: disable=wrong-import-position
-from mia_jax.training import dp as dp_lib  # pylint: disable=wrong-import-position
-from mia_jax.training import ensemble, steps  # pylint: disable=wrong-import-position
-import paper_defenses  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from mia_jax import attacks, data, defenses, inference, log_filter, metrics, models, stats
+from mia_jax.analysis import embeddings, paper_report, plots, significance, study
+from mia_jax.data import membership
+from mia_jax.defenses import logit_reweighting
+from mia_jax.training import dp as dp_lib
+from mia_jax.training import ensemble, steps
+import paper_defenses
+# pylint: enable=wrong-import-position
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py with a `paper` block.")
@@ -96,66 +116,120 @@ def train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=None, difficult
                                  difficulty=difficulty)
 
 
-def threshold_attack(logits, y, keep) -> dict:
-  """The loss-threshold attack on every model as target: AUC and advantage in percent."""
+LIRA_ALPHA = 1e-3       # LiRA's headline: TPR at 0.1% FPR
+
+
+def spread(name: str, values, lo: float = -np.inf, hi: float = np.inf) -> dict:
+  """{name: mean, name_ci: 95% t interval over the units (models), name_per_target: values}.
+
+  The interval is clipped to [lo, hi] (a percentage cannot leave [0, 100]); [nan, nan] for
+  one unit.
+  """
+  v = [float(x) for x in values]
+  a, b = stats.t_interval(v)
+  return {name: float(np.mean(v)), f"{name}_ci": [float(np.clip(a, lo, hi)),
+                                                 float(np.clip(b, lo, hi))],
+          f"{name}_per_target": v}
+
+
+def roc_per_target(scores, keep, alpha: float = LIRA_ALPHA) -> dict:
+  """Per target t (scores[t] against keep[t], every example): AUC, advantage (max TPR - FPR)
+  and TPR at FPR alpha as fractions [T], and the non-members and false positives allowed."""
+  out = {"auc": [], "advantage": [], "tpr": [], "nonmembers": [], "false_positives": []}
+  for s, k in zip(np.asarray(scores), np.asarray(keep, bool)):
+    fpr, tpr, _ = metrics.roc_curve(s, k)
+    out["auc"].append(metrics.auc(fpr, tpr))
+    out["advantage"].append(metrics.advantage(fpr, tpr))
+    out["tpr"].append(metrics.tpr_at_fpr(fpr, tpr, alpha))
+    out["nonmembers"].append(int((~k).sum()))
+    out["false_positives"].append(int(np.floor(alpha * (~k).sum() + 1e-9)))
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def loss_scores(logits, y, keep) -> np.ndarray:
+  """The loss-threshold attack's scores [M, N] of every model as target."""
   if keep.shape[0] == 1:   # AttackData needs a second model; the threshold attack reads none
-    logits, keep = np.concatenate([logits, logits]), np.concatenate([keep, keep])
-    targets = [0]
-  else:
-    targets = list(range(keep.shape[0]))
-  s, _ = attacks.evaluate_attack("loss", attacks.AttackData(logits=logits, labels=y, keep=keep),
-                                 targets)
-  return {"auc": 100 * s["auc"]["mean"], "auc_std": 100 * s["auc"]["std"],
-          "advantage": 100 * s["advantage"]["mean"], "advantage_std": 100 * s["advantage"]["std"]}
+    return attacks.run("loss", attacks.AttackData(
+        logits=np.concatenate([logits, logits]), labels=y,
+        keep=np.concatenate([keep, keep])), [0])
+  return attacks.run("loss", attacks.AttackData(logits=logits, labels=y, keep=keep),
+                     list(range(keep.shape[0])))
+
+
+_LEAK_PERCENT = ("auc", "advantage", "null_auc_mean", "null_auc_sd", "null_auc_q95",
+                 "null_advantage_mean", "null_advantage_q95")
+
+
+def threshold_attack(logits, y, keep, *, permutations: int = 4999, seed: int = 0) -> dict:
+  """The loss-threshold attack on every model as target: AUC and advantage in percent, each
+  the mean over targets with its t interval over them, and the no-leak permutation test of
+  both (significance.leak_test, one permutation of the examples for every target)."""
+  scores = loss_scores(logits, y, keep)
+  r = roc_per_target(scores, keep)
+  leak = significance.leak_test(scores, keep, num_permutations=permutations, seed=seed)
+  return {**spread("auc", 100 * r["auc"], 0, 100),
+          **spread("advantage", 100 * r["advantage"], 0, 100),
+          "leak": {k: (100 * v if k in _LEAK_PERCENT else v) for k, v in leak.items()}}
 
 
 def accuracies(logits, y, keep) -> dict:
-  return {"train_acc": 100 * float(inference.accuracy(logits, y, keep).mean()),
-          "test_acc": 100 * float(inference.accuracy(logits, y, ~keep).mean())}
+  """Train and test accuracy in percent: mean over models with its t interval over them."""
+  return {**spread("train_acc", 100 * inference.accuracy(logits, y, keep), 0, 100),
+          **spread("test_acc", 100 * inference.accuracy(logits, y, ~keep), 0, 100)}
+
+
+def _lira_summary(per: dict) -> dict:
+  return {**spread("tpr_at_0.1%", 100 * per["tpr"], 0, 100),
+          **spread("auc", 100 * per["auc"], 0, 100),
+          "nonmembers": float(np.mean(per["nonmembers"])),
+          "false_positives_at_0.1%": float(np.mean(per["false_positives"])),
+          "num_models": int(len(per["tpr"]))}
 
 
 def lira(logits, y, keep) -> dict:
-  """LiRA online on every model as target: TPR at 0.1% FPR (percent), AUC, scores [T, N]."""
-  d = attacks.AttackData(logits=logits, labels=y, keep=keep)
+  """LiRA online on every model as target: TPR at 0.1% FPR and AUC in percent (mean over
+  targets, t interval over them, per target), with the non-members per target and the false
+  positives that 0.1% of them allows (what the TPR rests on)."""
   targets = list(range(keep.shape[0]))
-  s, _ = attacks.evaluate_attack("lira_online", d, targets)
-  return {"tpr_at_0.1%": 100 * s["tpr_at_fpr"]["0.001"]["mean"],
-          "tpr_at_0.1%_std": 100 * s["tpr_at_fpr"]["0.001"]["std"],
-          "auc": 100 * s["auc"]["mean"], "nonmembers_at_0.1%":
-          s["nonmembers_at_fpr"]["0.001"]["mean"], "num_models": len(targets)}
+  scores = attacks.run("lira_online", attacks.AttackData(logits=logits, labels=y, keep=keep),
+                       targets)
+  return _lira_summary(roc_per_target(scores, keep))
 
 
 def lira_unaware(logits, defended, y, keep) -> dict:
   """LiRA by an attacker who does not know the defense: each target's outputs defended, its
-  shadows' raw."""
-  rows = []
+  shadows' raw. Same fields as `lira`."""
+  scores = []
   for t in range(keep.shape[0]):
     mixed = logits.copy()
     mixed[t] = defended[t]
-    s, _ = attacks.evaluate_attack("lira_online", attacks.AttackData(
-        logits=mixed, labels=y, keep=keep), [t])
-    rows.append((s["tpr_at_fpr"]["0.001"]["mean"], s["auc"]["mean"]))
-  return {"tpr_at_0.1%": 100 * float(np.mean([r[0] for r in rows])),
-          "auc": 100 * float(np.mean([r[1] for r in rows]))}
+    scores.append(attacks.run("lira_online", attacks.AttackData(
+        logits=mixed, labels=y, keep=keep), [t])[0])
+  return _lira_summary(roc_per_target(np.stack(scores), keep))
 
 
 def reweight_overhead(model, state, x, keep, y, logits, w, batch_size) -> dict:
-  """Seconds of eval-mode inference of the M models on x vs of reweighting their outputs
-  (centroids precomputed, as a deployed defense holds them); both compiled before timing."""
+  """Seconds of eval-mode inference of each model on x vs of reweighting its outputs
+  (centroids precomputed, as a deployed defense holds them); both compiled before timing.
+  overhead_pct: the mean over models of each model's ratio, with its t interval (the
+  repetitions the overhead claim is tested over)."""
   predict = jax.jit(lambda v, inp: steps.predict(model, v, inp, batch_size))
   mu = logit_reweighting.class_centroids(logits[:, :, 0].astype(np.float32), y, keep)
   variables = [embeddings.model_variables(state, m) for m in range(keep.shape[0])]
   predict(variables[0], x).block_until_ready()
-  logit_reweighting.reweight_ensemble(logits, mu, w)
-  t0 = time.perf_counter()
-  for v in variables:
+  logit_reweighting.reweight_ensemble(logits[:1], mu[:1], w)
+  t_query, t_rw = [], []
+  for m, v in enumerate(variables):
+    t0 = time.perf_counter()
     predict(v, x).block_until_ready()
-  t_query = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  logit_reweighting.reweight_ensemble(logits, mu, w)
-  t_rw = time.perf_counter() - t0
-  return {"inference_s": t_query, "reweight_s": t_rw, "overhead_pct": 100 * t_rw / t_query,
-          "reweight_us_per_output": 1e6 * t_rw / (logits.size // logits.shape[-1])}
+    t_query.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    logit_reweighting.reweight_ensemble(logits[m:m + 1], mu[m:m + 1], w)
+    t_rw.append(time.perf_counter() - t0)
+  t_query, t_rw = np.asarray(t_query), np.asarray(t_rw)
+  return {"inference_s": float(t_query.sum()), "reweight_s": float(t_rw.sum()),
+          **spread("overhead_pct", 100 * t_rw / t_query, 0),
+          "reweight_us_per_output": float(1e6 * t_rw.sum() / (logits.size // logits.shape[-1]))}
 
 
 def signal_snapshot(logits, y) -> dict:
@@ -179,6 +253,12 @@ def snapshot_at(path: str, epoch: int, epochs_run: int, logits, y, log) -> dict 
   return snap
 
 
+def _brief(entry: dict) -> str:
+  """The entry's means for the log (no per-target lists, no nested blocks)."""
+  return json.dumps({k: v for k, v in entry.items()
+                     if not k.endswith(("_per_target", "_ci")) and not isinstance(v, dict)})
+
+
 def run(config, workdir: str, out: str, log=print) -> dict:
   """Runs the grid and the analysis; writes OUT.md / OUT.json / OUT_figures; returns the dict."""
   p = config.paper
@@ -192,6 +272,8 @@ def run(config, workdir: str, out: str, log=print) -> dict:
   os.makedirs(fig_dir, exist_ok=True)
   lira_m = int(p.lira_num_models)
   lira_keep = membership.keep_matrix(seed, lira_m, len(y), 0.5) if lira_m >= 2 else None
+  leak_kw = {"permutations": int(p.get("leak_permutations", 4999)), "seed": seed}
+  attack = functools.partial(threshold_attack, **leak_kw)
   res = {"config": json.loads(json.dumps(config.to_dict(), default=str)), "rows": {},
          "dataset": {"name": ds.name, "members": n_train, "nonmembers": int(len(ds.test_y)),
                      "val": int(len(ds.val_y)), "num_classes": ds.num_classes},
@@ -225,21 +307,24 @@ def run(config, workdir: str, out: str, log=print) -> dict:
       plan = dp_plan_for(config, keep, tcfg) if row == "dp_sgd" else None
       result = train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=plan)
       logits = inference.query_logits(model, result.state, x, q, bs)
-    entry = {"status": "run", **accuracies(logits, y, keep), **threshold_attack(logits, y, keep),
+    # every row but DP-SGD (Poisson batches) shares model m's initialisation and data order
+    # with the `none` row's model m: rows are compared paired by model
+    entry = {"status": "run", **accuracies(logits, y, keep), **attack(logits, y, keep),
              "seconds_per_model": sum(h["seconds"] for h in result.history) / m,
-             "epochs_run": result.epochs_run}
+             "epochs_run": result.epochs_run, "shares_seeds": row != "dp_sgd"}
     if row == "dp_sgd":
       entry.update(epsilon=plan.epsilon(), delta=plan.delta,
                    noise_multiplier=plan.noise_multiplier, clip_norm=plan.clip_norm)
     if lira_keep is not None and row in p.lira_rows:
+      lplan = dp_plan_for(config, lira_keep, tcfg) if row == "dp_sgd" else None
       lresult = train(model, tcfg, x, y, lira_keep, seed, val,
-                         os.path.join(workdir, row, "lira"), log)
+                      os.path.join(workdir, row, "lira"), log, dp_plan=lplan)
       llogits = inference.query_logits(model, lresult.state, x, q, bs)
       entry["lira"] = lira(llogits, y, lira_keep)
       kept[row + "/lira"] = llogits
       kept[row + "/lira_state"] = lresult.state
     res["rows"][row] = entry
-    log(f"{row}: {json.dumps({k: v for k, v in entry.items() if k != 'lira'})}")
+    log(f"{row}: {_brief(entry)}")
     kept[row] = (model, result.state, logits)
 
   if "logit_reweighting" in p.rows:
@@ -250,7 +335,7 @@ def run(config, workdir: str, out: str, log=print) -> dict:
       model, state, logits = kept[base]
       defended = defenses.get("logit_reweighting")(logits, y, keep, w)
       entry = {"base": base, "w": w, **accuracies(defended, y, keep),
-               **threshold_attack(defended, y, keep),
+               **attack(defended, y, keep),
                "argmax_changed": float(np.mean(defended.argmax(-1) != logits.argmax(-1))),
                **reweight_overhead(model, state, x, keep, y, logits, w, bs)}
       if base + "/lira" in kept:
@@ -259,7 +344,7 @@ def run(config, workdir: str, out: str, log=print) -> dict:
         entry["lira_aware"] = lira(dl, y, lira_keep)
         entry["lira_unaware"] = lira_unaware(raw, dl, y, lira_keep)
       res["post_hoc"][base] = entry
-      log(f"logit reweighting on {base}: {json.dumps(entry)}")
+      log(f"logit reweighting on {base}: {_brief(entry)}")
 
   if p.get("defense_rows"):
     if "none" not in kept:
@@ -269,7 +354,7 @@ def run(config, workdir: str, out: str, log=print) -> dict:
       ctx = paper_defenses.Context(
           config=config, ds=ds, x=x, y=y, keep=keep, lira_keep=lira_keep if has_lira else None,
           val=val, workdir=workdir, log=log, train=train, lira=lira, lira_unaware=lira_unaware,
-          threshold_attack=threshold_attack, accuracies=accuracies,
+          threshold_attack=attack, accuracies=accuracies,
           none_state=kept["none"][1], none_logits=kept["none"][2],
           none_lira_state=kept.get("none/lira_state"), none_lira_logits=kept.get("none/lira"))
       res["defenses"] = paper_defenses.run_rows(
@@ -278,15 +363,17 @@ def run(config, workdir: str, out: str, log=print) -> dict:
   if "none" in kept:
     model, state, logits = kept["none"]
     phi = attacks.signals.scaled_logit(logits[0], y[:, None]).mean(-1)
-    lira_v = None
+    lira_in = None
     if "none/lira" in kept:
       s = attacks.run("lira_online", attacks.AttackData(
           logits=kept["none/lira"], labels=y, keep=lira_keep), list(range(lira_m)))
-      lira_v = vulnerability.across_targets(s, lira_keep)
+      lira_in = study.lira_inputs(model, kept["none/lira_state"], x, s, lira_keep,
+                                  kept["none/lira"])
     res["analysis"] = study.analyse_target(
-        model, embeddings.model_variables(state, 0), x, y, keep[0], phi, fig_dir, lira=lira_v,
+        model, embeddings.model_variables(state, 0), x, y, keep[0], phi, fig_dir, lira=lira_in,
         tsne_points=int(p.tsne_points),
         tsne_iter=int(p.get("tsne_iter", 1000)), do_gradcam=bool(p.gradcam), seed=seed, log=log)
+  res["claims"] = significance.decide(significance.table_claims(res))
   with open(out + ".json", "w") as f:
     json.dump(res, f, indent=1, default=float)
   with open(out + ".md", "w") as f:

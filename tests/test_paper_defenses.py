@@ -1,12 +1,90 @@
-"""experiments/paper_defenses.py: every extra defense row of the paper table, end to end on a
-tiny digits run, with its adaptive and unaware attackers."""
+"""experiments/paper_table.py's verdicts on synthetic rows (logits made here, no training), and
+experiments/paper_defenses.py: every extra defense row of the paper table, end to end on a tiny
+digits run, with its adaptive and unaware attackers."""
 
 
 import numpy as np
+import pytest
 
 from conftest import load_config, paper_table
+from mia_jax import stats
+from mia_jax.analysis import paper_report, significance
 
 
+def _logits(shared, noise, keep, y, leak, num_classes=3):
+  """Logits [M, N, 1, C]: the true class's logit = 1 + an example effect shared by every model
+  (the same data) + model m's own noise + leak_m on model m's members."""
+  m, n = keep.shape
+  z = np.zeros((m, n, 1, num_classes), np.float32)
+  z[:, :, 0] = shared["other"][None] + 0.3 * noise["other"]
+  true = 1.0 + shared["example"][None] + 0.5 * noise["example"] + leak[:, None] * keep
+  z[np.arange(m)[:, None], np.arange(n)[None], 0, y[None]] = true
+  return z
+
+
+def _synthetic_rows(rng, m=6, n_train=2400, n_test=600):
+  """Rows of the table from logits with a planted leak: `none` leaks, L2 5e-4 leaks less on
+  the same seeds, RegDrop 0.25 as much as none (other noise, no real effect), label smoothing
+  more, DP-SGD not at all (its own seeds)."""
+  n = n_train + n_test
+  y = rng.integers(0, 3, n)
+  keep = np.zeros((m, n), bool)
+  keep[:, :n_train] = True
+  shared = {"example": rng.normal(0, 1, n), "other": rng.normal(0, 0.5, (n, 3))}
+  noise = lambda: {"example": rng.normal(0, 1, (m, n)),  # noqa: E731
+                   "other": rng.normal(0, 1, (m, n, 3))}
+  seeds = noise()
+  pt = paper_table()
+  rows = {}
+  for row, leak, own in (("none", 0.40, False), ("l2_5e-4", 0.20, False),
+                         ("regdrop_0.25", 0.40, True), ("label_smoothing", 0.70, False),
+                         ("dp_sgd", 0.0, True)):
+    nz = seeds
+    if own:
+      fresh = noise()
+      nz = ({k: 0.9 * seeds[k] + 0.44 * fresh[k] for k in seeds} if row != "dp_sgd" else fresh)
+    z = _logits(shared, nz, keep, y, leak + rng.normal(0, 0.02, m))
+    rows[row] = {"status": "run", **pt.accuracies(z, y, keep),
+                 **pt.threshold_attack(z, y, keep, permutations=999, seed=1),
+                 "seconds_per_model": 1.0, "epochs_run": 1, "shares_seeds": row != "dp_sgd"}
+  return {"rows": rows, "post_hoc": {}, "num_models": m, "config": {"paper": {}},
+          "dataset": {"name": "synthetic", "members": n_train, "nonmembers": n_test}}
+
+
+def test_verdicts_on_synthetic_rows_follow_the_tests_not_the_point_estimates():
+  res = _synthetic_rows(np.random.default_rng(0))
+  claims = significance.decide(significance.table_claims(res))
+  v = {c["claim"]: c for c in claims}
+  r = res["rows"]
+  assert v["With no defense the model still leaks (mean AUC and advantage above their no-leak "
+           "distributions)"]["verdict"] == "holds"
+  assert v["L2 5e-4 lowers AUC"]["verdict"] == "holds"
+  assert v["L2 5e-4 lowers AUC"]["test"]["method"] == "paired t"
+  assert v["Label smoothing raises AUC"]["verdict"] == "holds"
+  # no real effect: the verdict is "not shown" whichever way the point estimate moved
+  assert v["RegDrop 0.25 lowers AUC"]["verdict"] == "not shown"
+  assert r["regdrop_0.25"]["auc"] != r["none"]["auc"]
+  # no leak planted: not shown; its accuracy comparison is unpaired (its own seeds)
+  assert v["DP-SGD still leaks"]["verdict"] == "not shown"
+  assert v["DP-SGD costs test accuracy"]["test"]["method"] == "Welch t"
+  # Holm over every claim of the table, the leak tests included
+  p = [significance.family_p(c["p_for"], c["p_against"]) for c in claims]
+  assert [c["p_holm"] for c in claims] == pytest.approx(stats.holm(p))
+  assert {c["section"] for c in claims} == {"study", "leak"}
+  # every number the table prints carries its interval over the models
+  for e in r.values():
+    for k in ("auc", "advantage", "train_acc", "test_acc"):
+      lo, hi = e[f"{k}_ci"]
+      assert lo <= e[k] <= hi and len(e[f"{k}_per_target"]) == 6
+  res["claims"] = claims
+  md = paper_report.markdown(res, "figs")
+  assert "- L2 5e-4 lowers AUC: **holds**" in md
+  assert "- RegDrop 0.25 lowers AUC: **not shown**" in md
+  assert f"| none | {paper_report._ci(r['none'], 'train_acc')} |" in md
+  assert "Holm" in md and "## How the verdicts are tested" in md
+
+
+@pytest.mark.slow
 def test_defense_rows_end_to_end_on_digits(tmp_path):
   config = load_config("fashion_mnist_paper", "quick")
   config.data.name = "digits"
