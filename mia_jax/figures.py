@@ -30,11 +30,11 @@ from mia_jax import metrics, report
 _FAMILIES = {
     "threshold": (("loss", "confidence", "entropy", "modified_entropy"), ":",
                   ("#08306b", "#2f7fc1", "#17a2b8", "#7fb8e6")),
-    "shokri": (("shokri",), "-.", ("#8c564b", "#c49c94")),
+    "shokri": (("shokri",), "-.", ("#7b3294", "#c2a5cf")),
     "lira online": (("lira_online",), "-", ("#b2182b", "#f4737a", "#67000d")),
     "lira offline": (("lira_offline",), "--", ("#e66101", "#fdb863", "#8c3d00")),
     "rmia": (("rmia_",), (0, (6, 1.5, 1, 1.5, 1, 1.5)), ("#1b7837", "#7fbf7b", "#00441b")),
-    "other": ((), (0, (1, 1)), ("#6a3d9a", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")),
+    "other": ((), (0, (1, 1)), ("#636363", "#e377c2", "#bcbd22", "#17becf", "#969696")),
 }
 
 # What each attack's score is (higher = member), for the histograms' x axes.
@@ -143,8 +143,8 @@ def roc(path: str, curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]
   lo_x = floor / 3
   ax.axvspan(lo_x, floor, color="0.88", zorder=0)
   ax.axvline(floor, color="0.3", lw=0.8, ls="--")
-  ax.text(floor * 0.93, 0.98, f"FPR = 1/{round(1 / floor)}: below it no non-member\n"
-          "supports a threshold (no data)", rotation=90, ha="right", va="top", fontsize=7,
+  ax.text(floor * 0.93, 0.98, f"FPR = 1/{round(1 / floor)} (1 / non-members): below it no "
+          "non-member\nsupports a threshold (no data)", rotation=90, ha="right", va="top", fontsize=7,
           color="0.3", transform=ax.get_xaxis_transform())
   ax.set(xscale="log", yscale="log", xlim=(lo_x, 1), ylim=(min(0.5 / min(n_mems), floor), 1),
          xlabel="false positive rate (log scale)", ylabel="true positive rate (log scale)",
@@ -155,6 +155,31 @@ def roc(path: str, curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]
   fig.tight_layout()
   _save(fig, path)
   return labels
+
+
+def _display(s: np.ndarray) -> tuple[np.ndarray, Optional[str]]:
+  """Scores [N] as drawn, and the transform's name (None: as they are).
+
+  Where the bulk sits in a sliver of the range (the loss of a model that fits its members is
+  -1e-4 for most and -5 for a few) or the values span many decades (LiRA's likelihood
+  ratios), a monotone transform spreads it: the distance to 0 on a log scale for scores <= 0,
+  the logit for scores in [0, 1], a signed log otherwise. Higher stays more member-like.
+  Infinite scores are drawn at the finite extremes.
+  """
+  finite = s[np.isfinite(s)]
+  s = np.clip(s, finite.min(), finite.max()) if finite.size else np.zeros_like(s)
+  lo, hi = np.percentile(s, [0.5, 99.5])
+  q25, q75 = np.percentile(s, [25, 75])
+  big = max(abs(lo), abs(hi))
+  if not ((hi - lo > 20 * max(q75 - q25, 1e-12) and big > 1e-9) or big > 1e4):
+    return s, None
+  if s.max() <= 0:
+    tiny = np.min(-s[s < 0], initial=1.0) / 10
+    return -np.log10(np.maximum(-s, tiny)), "-log10(-s)"
+  if s.min() >= 0 and s.max() <= 1:
+    p = np.clip(s, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)), "logit(s) = log(s / (1 - s))"
+  return np.sign(s) * np.log1p(np.abs(s)), "sign(s) log(1 + |s|)"
 
 
 def score_histograms(path: str, scores: Mapping[str, np.ndarray], is_member: np.ndarray,
@@ -170,19 +195,11 @@ def score_histograms(path: str, scores: Mapping[str, np.ndarray], is_member: np.
   fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
   xlabels = []
   for i, (ax, (name, s)) in enumerate(zip(axes.ravel(), scores.items())):
-    s = np.asarray(s, np.float64)
-    finite = s[np.isfinite(s)]
-    s = np.clip(s, finite.min(), finite.max()) if finite.size else np.zeros_like(s)
+    s, transform = _display(np.asarray(s, np.float64))
     xlabel = SCORE_LABELS.get(name, "attack score (higher = member)")
+    if transform:
+      xlabel = f"{xlabel}\n(drawn as {transform})"
     lo, hi = np.percentile(s, [0.5, 99.5])
-    q25, q75 = np.percentile(s, [25, 75])
-    big = max(abs(lo), abs(hi))
-    if (hi - lo > 20 * max(q75 - q25, 1e-12) and big > 10) or big > 1e4:
-      # heavy tails or many decades (LiRA's likelihood ratios): a signed log scale keeps the
-      # bulk visible
-      s = np.sign(s) * np.log1p(np.abs(s))
-      lo, hi = np.percentile(s, [0.5, 99.5])
-      xlabel = f"{xlabel}\n(drawn as sign(s) log(1 + |s|))"
     if not hi > lo:
       lo, hi = lo - 0.5, hi + 0.5
     bins = np.linspace(lo, hi, 41)
@@ -243,11 +260,10 @@ def shadow_scaling(path: str, scaling: Mapping) -> str:
     ax.minorticks_off()
     ax.set(xlabel="shadow models per example (K: K/2 IN, K/2 OUT)", ylabel=label)
     ax.grid(alpha=0.3)
-  ax_auc.axhline(50, color="0.4", lw=0.8)
-  ax_auc.text(scaling["sizes"][0], 50, " chance", va="bottom", fontsize=7, color="0.3")
-  ax_tpr.axhline(100 * float(key), color="0.4", lw=0.8)
-  ax_tpr.text(scaling["sizes"][0], 100 * float(key), " chance", va="bottom", fontsize=7,
-              color="0.3")
+  for ax, level in ((ax_auc, 50.0), (ax_tpr, 100 * float(key))):
+    ax.axhline(level, color="0.4", lw=0.8)
+    ax.text(scaling["sizes"][-1], level, "chance ", va="bottom", ha="right", fontsize=7,
+            color="0.3")
   note = "" if key == "0.001" else f"; 0.1% FPR is not resolved by {n_non:.0f} non-members"
   fig.suptitle(f"Shadow scaling: line = mean over target(s) {scaling['targets']}, dots = each "
                f"target{note}", fontsize=9)

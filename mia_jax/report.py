@@ -160,7 +160,7 @@ def _attack_table(results: dict) -> list[str]:
       "## Attacks", "",
       f"Percent; mean ± std over {len(results['targets'])} targets, then "
       f"{_interval_words(results)}. TPR at FPR alpha is the largest TPR whose FPR <= alpha. "
-      f"Each target has about {n_non} non-members, so the false positives each FPR allows "
+      f"Each target has about {n_non:.0f} non-members, so the false positives each FPR allows "
       f"(the non-members it rests on) are {budget}. Where that is 0 the FPR is not resolved: "
       "the value would be the TPR at 0% FPR whatever alpha is, and the table says n/a. "
       "Advantage is max(TPR - FPR); the study's max |TPR - FPR| is `advantage_abs` in "
