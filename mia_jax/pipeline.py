@@ -305,7 +305,7 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
     log(f"shadow-scaling curve: done in {t_figures - t_scaling:.1f}s")
   log("figures and report ...")
   fig_dir = os.path.join(workdir, "figures")
-  figures.roc(os.path.join(fig_dir, "roc.png"), curves)
+  figures.roc(os.path.join(fig_dir, "roc.png"), curves, summaries)
   figures.score_histograms(os.path.join(fig_dir, "score_hist.png"), first_scores, keep_rows[0],
                            targets[0])
   if scaling.get("attacks"):
