@@ -428,8 +428,8 @@ def evaluate_tally(t: Tally, fprs: Sequence[float] = DEFAULT_FPRS, intervals: bo
                    ) -> dict:
   """evaluate's dict, without the bootstrap, from a tally (one sort serves the ROC too).
 
-  The AUC is the Mann-Whitney statistic (ties one half), which the trapezoidal area of
-  roc_curve equals up to rounding.
+  The AUC is auc(roc_curve(...)), bit for bit; its interval is centred on the Mann-Whitney
+  statistic, which equals it up to rounding.
   """
   n_mem, n_non = t.num_members, t.num_nonmembers
   keys = [_key(a) for a in fprs]
@@ -438,8 +438,9 @@ def evaluate_tally(t: Tally, fprs: Sequence[float] = DEFAULT_FPRS, intervals: bo
   adv = max(0.0, float(d.max()))                    # +inf gives (0, 0): 0
   adv_abs = max(adv, float(-d.min()))
   a, var = _mann_whitney(t)
+  fpr, tpr = (np.concatenate(([0.0], c)) for c in (t.fps / n_non, t.tps / n_mem))
   out = {
-      "auc": a,
+      "auc": auc(fpr, tpr),
       "advantage": adv,
       "advantage_abs": adv_abs,
       "balanced_accuracy": (1.0 + adv) / 2,
