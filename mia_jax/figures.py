@@ -144,8 +144,8 @@ def roc(path: str, curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]
   ax.axvspan(lo_x, floor, color="0.88", zorder=0)
   ax.axvline(floor, color="0.3", lw=0.8, ls="--")
   ax.text(floor * 0.93, 0.98, f"FPR = 1/{round(1 / floor)} (1 / non-members): below it no "
-          "non-member\nsupports a threshold (no data)", rotation=90, ha="right", va="top", fontsize=7,
-          color="0.3", transform=ax.get_xaxis_transform())
+          "non-member\nsupports a threshold (no data)", rotation=90, ha="right", va="top",
+          fontsize=7, color="0.3", transform=ax.get_xaxis_transform())
   ax.set(xscale="log", yscale="log", xlim=(lo_x, 1), ylim=(min(0.5 / min(n_mems), floor), 1),
          xlabel="false positive rate (log scale)", ylabel="true positive rate (log scale)",
          title="Membership inference ROC (thick: mean over targets; thin: single targets)")

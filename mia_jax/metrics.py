@@ -33,8 +33,9 @@ shadows are held fixed):
              distribution (stats.order_statistic_ranks), so two ranks bracket the threshold of
              FPR alpha; Clopper-Pearson bounds the members above it. The default joins the two
              errors in quadrature (approximate: its coverage is in experiments/results/
-             interval_coverage.md); method "union" is a band valid for any distribution. Both contain the estimate; where the FPR is not
-             resolved (k = 0) the lower end is 0, and the report shows "n/a" for the estimate.
+             interval_coverage.md); method "union" is a band valid for any distribution.
+             Both contain the estimate; where the FPR is not resolved (k = 0) the lower end
+             is 0, and the report shows "n/a" for the estimate.
   advantage  sup_x |F_n - F| <= eps for members and non-members each (the DKW inequality with
              Massart's constant, a/2 each), so the estimate +- (eps_mem + eps_non): valid for
              all thresholds at once, hence conservative. Balanced accuracy = (1 + advantage)/2.

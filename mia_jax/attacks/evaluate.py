@@ -22,9 +22,11 @@ they are not fully independent: the interval leaves out the pool-to-pool varianc
 shared shadows can correlate the targets' values (making it somewhat narrow). It is never
 narrower than the examples' noise alone (the targets' own intervals, combined as for a mean of
 independent values): that guards the t interval of a few targets against a chance agreement
-of their values, or a discrete metric (every target at TPR 0). With a single target there is no spread to measure: the
-summary's intervals are then that target's own, over examples only ("interval_unit":
-"examples").
+of their values, or a discrete metric (every target at TPR 0). Where scores tie around the
+threshold of FPR alpha, a target's own TPR interval spans the tie (the FPR falls inside it)
+and the interval over targets keeps part of that width. With a single target there is no
+spread to measure: the summary's intervals are then that target's own, over examples only
+("interval_unit": "examples").
 
 The percentile bootstrap (`bootstrap` > 0) is recorded per target under "bootstrap_ci95",
 for comparison with older results only (metrics.py says why nothing reports it).
