@@ -117,13 +117,14 @@ def guess_vector(scores, num_guesses: int, two_sided: bool = True) -> np.ndarray
 
 
 def _counts_bound(m: int, n_guess: int, n_correct: int, significance: float, delta: float,
-                  method: str) -> float:
-  """The epsilon bound of n_correct right guesses among n_guess, m canaries."""
+                  method: str, eps_lo: float = 0.0) -> float:
+  """The epsilon bound of n_correct right guesses among n_guess, m canaries, or eps_lo when it
+  does not reach eps_lo."""
   if n_guess == 0 or 2 * n_correct <= n_guess:
-    return 0.0                                  # no better than a coin: nothing is rejected
+    return eps_lo                               # no better than a coin: nothing is rejected
   # pylint: disable-next=protected-access
   fn = jp_auditing._epsilon_one_run_fdp if method == "one_run_fdp" else jp_auditing._epsilon_one_run
-  return float(fn(0.0, m, int(n_guess), int(n_correct), significance, delta))
+  return float(fn(eps_lo, m, int(n_guess), int(n_correct), significance, delta))
 
 
 def _check(scores, included, delta, confidence, method, guesses, fractions):
@@ -183,10 +184,18 @@ def audit(scores, included, delta: float, confidence: float = 0.95, *,
             "out_guesses": 0, "candidates": 0}
   best = {"epsilon": 0.0, "num_guesses": 0, "num_correct": 0, "in_guesses": 0,
           "out_guesses": 0, "candidates": len(fractions)}
+  tests = []
   for k in sorted({max(1, math.ceil(f * m)) for f in fractions}):
     g = guess_vector(scores, k, guesses == "two_sided")
     correct = int(np.sum((g == 1) & included) + np.sum((g == -1) & ~included))
-    eps = _counts_bound(m, k, correct, significance / len(fractions), delta, method)
+    tests.append((correct / k, k, correct, g))
+  # The most precise candidates first: a candidate whose precision is at most
+  # e^eps / (1 + e^eps) of the best bound so far cannot pass it (jax_privacy's own shortcut).
+  for precision, k, correct, g in sorted(tests, key=lambda t: -t[0]):
+    if precision <= 1.0 / (1.0 + math.exp(-best["epsilon"])):
+      continue
+    eps = _counts_bound(m, k, correct, significance / len(fractions), delta, method,
+                        eps_lo=best["epsilon"])
     if eps > best["epsilon"]:
       best.update(epsilon=eps, num_guesses=k, num_correct=correct,
                   in_guesses=int(np.sum(g == 1)), out_guesses=int(np.sum(g == -1)))
