@@ -235,16 +235,13 @@ def _slow_permutation_p(v, cov, strata, num, seed, stat):
     for c in np.unique(strata):
       sel = strata == c
       a, b = vals[sel], cov[sel]
+      x = (sps.rankdata(a) - sps.rankdata(a).mean()) / sps.rankdata(a).std()
       if stat == "rho":
-        x = (sps.rankdata(a) - sps.rankdata(a).mean()) / sps.rankdata(a).std()
         y = (sps.rankdata(b) - sps.rankdata(b).mean()) / sps.rankdata(b).std()
-        num_, var_ = num_ + (x * y).sum(), var_ + (x * x * y * y).sum()
-      else:
-        g = sps.rankdata(b, method="ordinal") > len(b) * 0.9
-        n = len(a)
-        d = a[g].mean() - a[~g].mean()
-        num_ += n * d
-        var_ += n * n * (a[g].var(ddof=1) / g.sum() + a[~g].var(ddof=1) / (~g).sum())
+      else:   # the top decile's indicator: a studentized rank-sum statistic
+        g = (sps.rankdata(b, method="ordinal") > len(b) * 0.9).astype(float)
+        y = (g - g.mean()) / g.std()
+      num_, var_ = num_ + (x * y).sum(), var_ + (x * x * y * y).sum()
     return num_ / np.sqrt(var_)
 
   obs = abs(pooled(v))
@@ -336,7 +333,7 @@ def test_study_at_chance_without_leak(loud):
     r = res["attacks"]["a"]["0.01"]
     lo, hi = r["precision"]["precision"]["interval"]
     covered += lo <= r["precision"]["base_rate"] <= hi
-    ps = [r["precision"]["p_holm"]] + [v[k] for v in r["scores"].values()
+    ps = [r["precision"]["p_holm"]] + [v.get(k, 1.0) for v in r["scores"].values()
                                        for k in ("rho_p_holm", "p_holm")]
     significant += min(ps) <= 0.05
     # the uncontrolled comparison: flagged members vs other members of one target
@@ -394,3 +391,14 @@ def test_single_target_analysis_against_chance(tmp_path):
   assert all(np.isfinite(e["p_value"]) for e in a["single_target"]["0.01"].values())
   assert (tmp_path / "tsne_reference_features.png").stat().st_size > 1000
   assert any("chance" in line for line in a["markdown"])
+
+
+def test_permutation_tests_leave_out_strata_too_sparse_to_test():
+  rng = np.random.default_rng(5)
+  n = 400
+  strata = np.arange(n) % 2
+  v = np.zeros(n)
+  v[rng.choice(n, 12, replace=False)] = 1 / 16       # 12 flags in all: too few to test
+  r = vulnerability.permutation_tests(v, {"c": rng.normal(size=n)}, strata, num=200)["c"]
+  assert np.isnan(r["pooled"]["p_value"]) and np.isnan(r["pooled"]["rho_p_value"])
+  assert all(np.isnan(e["p_value"]) for e in r["per_stratum"].values())

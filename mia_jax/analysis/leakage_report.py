@@ -194,6 +194,28 @@ def markdown(res: dict, fig_dir: str, names: Mapping[str, str] | None = None) ->
       e = r["scores"][k]["per_class"][c]
       row.append(f"{e['rho']:.3f}" + ("*" if e.get("rho_p_holm", 1) <= SIGNIFICANCE else ""))
     lines.append(f"| {cls[int(c)]} | " + " | ".join(row) + " |")
+  null = res.get("null_control")
+  if null:
+    rows = null["rows"]
+    bad = {r["draw"] for r in rows if r["supported"] or r["min_p_holm"] <= SIGNIFICANCE
+           or r["precision_p_holm"] <= SIGNIFICANCE}
+    lines += ["", "## Null control: the same scores against keep matrices drawn independently "
+              "of the training", "",
+              f"The real {null['attack']} scores, analysed as if the members were those of "
+              f"{null['draws']} new random keep matrices ({null['permutations']} permutations "
+              "per test): nothing can leak with respect to them, so each draw should find the "
+              "precision at the base rate and no claim, however loud the outliers' scores are, "
+              "in all but about 5% of draws (Holm's family-wise level). Draws with any "
+              f"significant result: {len(bad)} of {null['draws']}.", "",
+              "| draw | FPR | precision (%) [95%] | base rate (%) | Holm p | examples leaking | "
+              "claims supported | smallest pooled Holm p of an outlier effect |",
+              "|---" * 8 + "|"]
+    for r in rows:
+      lines.append(f"| {r['draw']} | {float(r['alpha']) * 100:g}% | "
+                   f"{_pct(r['precision']['mean'])} {_ci(r['precision']['interval'])} | "
+                   f"{_pct(r['base_rate'])} | {_p(r['precision_p_holm'])} | "
+                   f"{r['significant_examples']} | {', '.join(r['supported']) or 'none'} | "
+                   f"{_p(r['min_p_holm'])} |")
   lines += ["", "## What this can and cannot show", "",
             "- Leakage here is what this attack, at this FPR, with these shadows detects; an "
             "example not flagged may still leak to a stronger attack.",
