@@ -59,9 +59,7 @@ def summary_lines(res: dict) -> list[str]:
               f"{_pct(pr['mean'], 1)}% {_ci(pr['interval'], 1)} against the "
               f"{_pct(p['base_rate'], 1)}% member base rate)")
       if at_chance:
-        lines.append(head + ": **no more than chance**, so there is no leaking set to describe "
-                     "and no outlier claim can be shown with it.")
-        continue
+        head += ": **no more members than chance**"
       v = res["verdicts"][attack][alpha]
       sup = [f"{c} (rho {v[c]['rho']:.2f})" for c, _, _ in CLAIMS
              if c in v and v[c]["verdict"] == "supported"]
@@ -70,14 +68,16 @@ def summary_lines(res: dict) -> list[str]:
       most = [f"{c} ({_pct(v[c]['excess_share']['share'], 0)}%)" for c, _, _ in CLAIMS
               if c in v and v[c]["mostly"] == "yes"]
       any_top = r["any_top_excess_share"]
-      text = (head + f"; {r['leakage']['significant_examples']} examples leak significantly. "
+      text = (head + f"; {r['leakage']['significant_examples']} examples leak significantly "
+              "(Holm over examples). "
               "Supported: " + (", ".join(sup) or "none") + "."
               + (" Contradicted: " + ", ".join(con) + "." if con else "")
               + (" Not shown: " + ", ".join(no) + "." if no else "")
-              + " Over half of the excess flags on one score's top decile (10% of the "
-              "examples): " + (", ".join(most) or "none") + ". On the top decile of any "
-              f"score ({_pct(any_top['examples_share'], 0)}% of the examples): "
-              f"{_pct(any_top['share'], 1)}% {_ci(any_top['interval'], 1)} of the excess.")
+              + (" Over half of the excess flags on one score's top decile (10% of the "
+                 "examples): " + (", ".join(most) or "none") + ". On the top decile of any "
+                 f"score ({_pct(any_top['examples_share'], 0)}% of the examples): "
+                 f"{_pct(any_top['share'], 1)}% {_ci(any_top['interval'], 1)} of the excess."
+                 if np.isfinite(any_top["share"]) else " No excess of flags to share out."))
       lines.append(text)
   return lines
 
@@ -91,8 +91,9 @@ def markdown(res: dict, fig_dir: str, names: Mapping[str, str] | None = None) ->
   a0 = next(iter(res["attacks"][first]))
   lines = [f"# Which examples leak, and are they outliers? ({run['dataset']}, "
            f"{run['models']} models)", "",
-           "```bash", "python experiments/vulnerability.py --run=" + run["workdir"]
-           + " --workdir=WORKDIR --out=OUT", "```", "",
+           "```bash", run.get("command") or ("python experiments/vulnerability.py --run="
+                                             + run["workdir"] + " --workdir=WORKDIR --out=OUT"),
+           "```", "",
            f"Run: `{run['workdir']}`, {run['models']} models, each trained on a random half of "
            f"a {run['pool']}-example pool; {res['examples']} examples analysed "
            f"({run['canaries_excluded']} planted canaries left out), {run['queries']} query "
@@ -117,7 +118,9 @@ def markdown(res: dict, fig_dir: str, names: Mapping[str, str] | None = None) ->
            "which flag it (OUT rate, the control). Intervals: over targets for per-target "
            "figures, over examples for the effects of outlier scores (their question is about "
            "examples).", "",
-           "## In short", ""] + summary_lines(res) + [
+           "## In short", ""] + summary_lines(res) + (
+               ["", "## Reading", ""] + [f"- {n}" for n in res["notes"]] if res.get("notes")
+               else []) + [
            "", "## The study's claims, checked", ""]
   lines += verdict_lines(res, names)
   lines += ["", "Verdicts: **supported** where one score of the claim has a positive within-"
@@ -215,7 +218,8 @@ def markdown(res: dict, fig_dir: str, names: Mapping[str, str] | None = None) ->
                    f"{_pct(r['precision']['mean'])} {_ci(r['precision']['interval'])} | "
                    f"{_pct(r['base_rate'])} | {_p(r['precision_p_holm'])} | "
                    f"{r['significant_examples']} | {', '.join(r['supported']) or 'none'} | "
-                   f"{_p(r['min_p_holm'])} |")
+                   + (f"{_p(r['min_p_holm'])} |" if np.isfinite(r["min_p_holm"])
+                      else "not tested: too few flags |"))
   lines += ["", "## What this can and cannot show", "",
             "- Leakage here is what this attack, at this FPR, with these shadows detects; an "
             "example not flagged may still leak to a stronger attack.",
