@@ -11,22 +11,20 @@ and the random half of the pool each trained on): a Student t interval over the 
 values (stats.t_interval), clipped to [0, 1]. Each target's value carries its own example-
 level noise, so the t interval's spread holds both the model-to-model and the example-level
 variance. For TPR at FPR alpha the estimate is biased upward (its threshold's expected FPR is
-(k + 1) / (n + 1) > alpha, k = floor(alpha n)), so the lower end is the t interval's over
-each target's metrics.tpr_at_fpr_lower (the TPR at expected FPR alpha, at most the estimate)
-and the upper end over the estimates: it contains the mean of the estimates, and brackets
-the estimator's bias rather than correcting it (conservative where k is small).
+(k + 1) / (n + 1) > alpha, k = floor(alpha n); by about a tenth of the TPR at k = 5), so the
+interval is the t interval over each target's metrics.tpr_at_fpr_lower (the TPR at expected
+FPR alpha: nearly unbiased, at most the estimate), its upper end raised to the mean of the
+estimates where it falls below it, so that it holds the reported mean.
 
 What it covers: the expected metric of a model trained by this recipe on this pool, over
 seeds and random halves. The targets share one pool and serve as each other's shadows, so
 they are not fully independent: the interval leaves out the pool-to-pool variance, and the
-shared shadows can correlate the targets' values (making it somewhat narrow). It is never
-narrower than the examples' noise alone (the targets' own intervals, combined as for a mean of
-independent values): that guards the t interval of a few targets against a chance agreement
-of their values, or a discrete metric (every target at TPR 0). Where scores tie around the
-threshold of FPR alpha, a target's own TPR interval spans the tie (the FPR falls inside it)
-and the interval over targets keeps part of that width. With a single target there is no
-spread to measure: the summary's intervals are then that target's own, over examples only
-("interval_unit": "examples").
+shared shadows can correlate the targets' values (making it somewhat narrow). Where every
+target has the same value (a discrete metric: every target at TPR 0), the t interval has no
+width, and the examples' noise alone takes its place (the targets' own intervals, combined as
+for a mean of independent values). With a single target there is no spread to measure: the
+summary's intervals are then that target's own, over examples only ("interval_unit":
+"examples").
 
 The percentile bootstrap (`bootstrap` > 0) is recorded per target under "bootstrap_ci95",
 for comparison with older results only (metrics.py says why nothing reports it).
@@ -46,8 +44,9 @@ INTERVALS = {
             "inside); per_target: the examples",
     "auc": "per target: DeLong's variance on the logit scale",
     "tpr_at_fpr": "per target: order statistics of the non-members and Clopper-Pearson, "
-                  "joined in quadrature; over targets: t, the lower end from the values at "
-                  "expected FPR <= alpha; not resolved where floor(alpha * non-members) = 0",
+                  "joined in quadrature; over targets: t over the TPRs at expected FPR alpha, "
+                  "raised to hold the mean estimate; not resolved where floor(alpha * "
+                  "non-members) = 0",
     "advantage": "per target: the DKW band (valid for every threshold at once); over targets: "
                  "t over the estimates, whose expectation exceeds the true advantage",
 }
@@ -75,8 +74,8 @@ def over_targets(items: Sequence[dict]) -> dict:
 
   Returns:
     {"auc_ci95", "advantage_ci95", "advantage_abs_ci95", "balanced_accuracy_ci95": [lo, hi],
-     "tpr_at_fpr_ci95": {alpha: [lo, hi]} (each the t interval, widened to the examples'
-     noise alone where narrower: _hull),
+     "tpr_at_fpr_ci95": {alpha: [lo, hi]} (each the t interval, or the examples' noise
+     alone where every target has the same value: _hull),
      "tpr_at_fpr_resolved": {alpha: every target's floor(alpha * non-members) >= 1},
      "interval_unit": "targets" (T >= 2) or "examples" (T = 1: that target's intervals)}.
   """
@@ -90,8 +89,9 @@ def over_targets(items: Sequence[dict]) -> dict:
   for k in keys:
     values = [r["tpr_at_fpr"][k] for r in items]
     t = None
-    if len(items) > 1:
-      t = (_t([r["tpr_at_fpr_lower"][k] for r in items])[0], _t(values)[1])
+    if len(items) > 1:        # t over the nearly unbiased values, extended to hold the mean
+      lo, hi = _t([r["tpr_at_fpr_lower"][k] for r in items])
+      t = (lo, max(hi, float(np.mean(values))))
     out["tpr_at_fpr_ci95"][k] = _hull(t, values, [r["tpr_at_fpr_ci95"][k] for r in items])
   out["tpr_at_fpr_resolved"] = {k: all(r["nonmembers_at_fpr"][k] >= 1 for r in items)
                                 for k in keys}
@@ -101,13 +101,16 @@ def over_targets(items: Sequence[dict]) -> dict:
 
 def _hull(t: Optional[tuple[float, float]], values: Sequence[float],
           own: Sequence[Sequence[float]]) -> list[float]:
-  """The t interval, widened where it is narrower than the examples' noise alone.
+  """The t interval; where every target has the same value, the examples' noise alone.
 
   The examples' noise of the mean of T values [T] with own intervals [T, 2]: each side's
   distances from the values to their ends, added in quadrature and divided by T (independent
-  targets); with one target it is that target's interval.
+  targets); with one target it is that target's interval. The t interval of equal values
+  has width 0 (every target at TPR 0 says nothing about a model that is not).
   """
   v, own = np.asarray(values, np.float64), np.asarray(own, np.float64)
+  if t is not None and np.ptp(v) > 0:
+    return [t[0], t[1]]
   mean = float(v.mean())
   lo = max(0.0, mean - float(np.sqrt(np.sum((v - own[:, 0]) ** 2))) / v.size)
   hi = min(1.0, mean + float(np.sqrt(np.sum((own[:, 1] - v) ** 2))) / v.size)
