@@ -304,7 +304,7 @@ def tpr_at_fpr_lower(t: Tally, alpha: float) -> float:
   interpolated with weight w estimate the TPR at FPR alpha without the upward bias of
   tpr_at_fpr's estimate (its rule, above the (k + 1)-th, has expected FPR (k + 1) / (n_non +
   1) > alpha). Unbiased where the ROC is straight between those FPRs, a little low where it is
-  concave. Capped at the estimate; the interval over targets takes its lower end from it.
+  concave. Capped at the estimate; the interval of the mean over targets is built on it.
   """
   return float(_tpr_lower(t, [alpha])[0])
 
