@@ -213,10 +213,12 @@ def _scaling_table(results: dict) -> list[str]:
   n_non = np.mean([p["num_nonmembers"] for p in points]) if points else 0
   note = ("" if key == "0.001" else
           f" (0.1% FPR is not resolved by {n_non:.0f} non-members per target)")
+  few = (f" With {len(scaling['targets'])} targets the interval is wide on average and narrow "
+         "where their values happen to agree." if len(scaling["targets"]) < 4 else "")
   lines = [f"## TPR at {alpha_text(key)} FPR against the number of shadow models", "",
            f"Percent{note}: mean over target(s) {scaling['targets']} [95% interval over them]; "
            "a column K reruns the attack with K references per example, K/2 IN and K/2 OUT "
-           "drawn from the other models (`figures/shadow_scaling.png`).", "",
+           f"drawn from the other models (`figures/shadow_scaling.png`).{few}", "",
            "| attack | " + " | ".join(str(s) for s in sizes) + " |",
            "|---|" + "---|" * len(sizes)]
   for name, ps in scaling["attacks"].items():

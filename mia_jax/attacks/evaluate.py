@@ -19,12 +19,13 @@ estimates where it falls below it, so that it holds the reported mean.
 What it covers: the expected metric of a model trained by this recipe on this pool, over
 seeds and random halves. The targets share one pool and serve as each other's shadows, so
 they are not fully independent: the interval leaves out the pool-to-pool variance, and the
-shared shadows can correlate the targets' values (making it somewhat narrow). Where every
-target has the same value (a discrete metric: every target at TPR 0), the t interval has no
-width, and the examples' noise alone takes its place (the targets' own intervals, combined as
-for a mean of independent values). With a single target there is no spread to measure: the
-summary's intervals are then that target's own, over examples only ("interval_unit":
-"examples").
+shared shadows can correlate the targets' values (making it somewhat narrow). With two or
+three targets it is wide on average and narrow whenever their values happen to agree (its
+coverage holds over repetitions, not in each case). Where every target has the same value (a
+discrete metric: every target at TPR 0), the t interval has no width, and the examples' noise
+alone takes its place (the targets' own intervals, combined as for a mean of independent
+values). With a single target there is no spread to measure: the summary's intervals are then
+that target's own, over examples only ("interval_unit": "examples").
 
 The percentile bootstrap (`bootstrap` > 0) is recorded per target under "bootstrap_ci95",
 for comparison with older results only (metrics.py says why nothing reports it).
