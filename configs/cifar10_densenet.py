@@ -8,6 +8,10 @@ non-members = the 10,000-image test split (membership.scheme = 'train_test'), on
 needs CIFAR-10 prepared for tfds (tfds build cifar10) and an accelerator: on a 2-core CPU one
 epoch of one model takes hours. `:smoke` shrinks it to seconds (depth 10, growth 4, a few
 dozen images, 1 epoch) for tests on tfds mock data.
+
+What it reaches: not measured here (no CIFAR-10, no accelerator); the study reports 87.91% test
+accuracy. The smoke's DenseNet with this recipe learns synthetic 32x32x3 images
+(tests/test_pipeline.py, test_shipped_config_quick_variant_learns).
 """
 
 from mia_jax import config_lib

@@ -1,11 +1,15 @@
 r"""The default audit: 16 MLPs on scikit-learn's digits, attacked by every attack.
 
-Nothing to download; about a minute on a 2-core CPU.
-
   python -m mia_jax.main --config=configs/default.py --workdir=/tmp/mia_default
 
+Nothing to download. What it reaches (measured on the project's 2-core CPU, 2026-12-01,
+shared with other jobs at load average about 6): test accuracy 97.3% (94.97-98.16% across the 16
+models; train 100%), 37 s wall: 7 s process start, 21 s training (a checkpoint after the last
+epoch), 8 s attacks, shadow-scaling curve, figures and report.
+
 Override any field: --config.train.epochs=5 --config.membership.num_models=32
-Small quick run:    --config=configs/default.py:quick
+Small quick run:    --config=configs/default.py:quick  (4 models on a 200-example pool, 10
+epochs: 87% test accuracy, about 20 s with start-up)
 """
 
 import ml_collections
@@ -123,7 +127,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   if arg == "quick":
     config.membership.num_models = 4
-    config.train.epochs = 3
+    config.train.epochs = 10          # 40 steps: enough to learn (3 epochs of 2 steps did not)
+    config.train.batch_size = 32
     config.data.pool_size = 200
     config.attack.bootstrap = 0
   elif arg:

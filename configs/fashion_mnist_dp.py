@@ -12,6 +12,10 @@ the models trained on (the image alone), gives the empirical lower bound on epsi
 beside the accountant's epsilon: a correct DP-SGD never lets the bound pass it.
 experiments/dp_audit.py runs the power check on this set-up (dp.fault: DP-SGD without noise,
 without clipping).
+
+What it reaches (experiments/results/dp_audit_fashion_mnist.md, the 2-core CPU): at epsilon 8,
+82.3% test accuracy, 341 s of training; `:nodp` 82.7%, 171 s. `:quick` (2 epochs): 51% test
+accuracy (tests/test_pipeline.py, test_shipped_config_quick_variant_learns).
 """
 
 from mia_jax import config_lib

@@ -42,8 +42,9 @@ from mia_jax.errors import UserError  # pylint: disable=wrong-import-position
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logits and the report.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, get_config()).",
                                           lock_config=True)
-_VERBOSE = flags.DEFINE_bool("verbose", False, "absl's log format, and the libraries' INFO lines "
-                             "(backend probes, accountant warnings are still dropped).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "absl's log format and the libraries' INFO lines "
+                             "(jax's backend probes included; the accountant's warnings stay "
+                             "out).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_ERROR = 2
@@ -87,7 +88,8 @@ def environment_error(e: OSError, workdir: str) -> str | None:
   if reason is None:
     return None
   where = e.filename or f"into --workdir={workdir}"
-  return (f"cannot write {where}: {reason} ({e.strerror}); mend that, then rerun the same "
+  verb = "access" if e.errno in (errno.EACCES, errno.EPERM) else "write"
+  return (f"cannot {verb} {where}: {reason} ({e.strerror}); mend that, then rerun the same "
           "command to resume")
 
 

@@ -127,7 +127,8 @@ def inspect(workdir: str) -> dict | None:
   """
   existing = _nearest_existing(workdir)
   if not os.path.isdir(existing):
-    what = "is a file" if existing == os.path.abspath(workdir) else f"lies below the file {existing}"
+    what = ("is a file" if existing == os.path.abspath(workdir)
+            else f"lies below the file {existing}")
     raise WorkdirError(f"--workdir={workdir} {what}; give a folder (new or empty) for the run")
   reason = _writable(existing)
   if reason:

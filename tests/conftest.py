@@ -23,6 +23,7 @@ def tiny_config():
   checkpoint every epoch (the interruption tests resume from a chosen epoch)."""
   c = load_config("default", "quick")
   c.model.hidden = (32,)
+  c.train.epochs, c.train.batch_size = 3, 64
   c.attack.names = ("loss", "lira_online")
   c.train.checkpoint_seconds = 0.0
   return c

@@ -197,6 +197,7 @@ def run_cli(*args):
                          *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_attack_only(tmp_path):
   path = write(tmp_path / "logits.npz", **synthetic())
   proc = run_cli(f"--config.logits={path}", f"--workdir={tmp_path / 'w'}",

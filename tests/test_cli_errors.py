@@ -165,7 +165,7 @@ CASES = {
     "typo'd block": (QUICK + ["--config.trian.epochs=3", NEW], "did you mean --config.train?",
                      None),
     "unparsable value": (QUICK + ["--config.train.epochs=abc", NEW],
-                         "train.epochs holds an int (now 3) and 'abc' is not one", None),
+                         "train.epochs holds an int (now 10) and 'abc' is not one", None),
     "unknown flag": (QUICK + ["--epochs=3", NEW], "Unknown command line flag 'epochs'", None),
     "workdir not given": (QUICK, "--workdir is required", None),
     # config values
@@ -245,7 +245,7 @@ CASES = {
         lambda t: {"w": _claimed(t / "w", "attack_only", outputs=("results.json",))}),
     "workdir of another config": (
         QUICK + ["--config.train.epochs=4", "--workdir={w}"],
-        "another config (train.epochs: 3 there, 4 now)", lambda t: {"w": _claimed(t / "w")}),
+        "another config (train.epochs: 10 there, 4 now)", lambda t: {"w": _claimed(t / "w")}),
     "data file changed in place": (
         QUICK + ["--config.data.name=purchase100", "--config.data.file={tab}", "--workdir={w}"],
         "the data changed since", lambda t: _changed_data(t)),
@@ -354,6 +354,7 @@ def test_disk_too_full_for_the_checkpoints_is_refused_before_training(tmp_path, 
   assert not (tmp_path / "w").exists()                  # the folder it made is gone again
 
 
+@pytest.mark.slow
 def test_disk_full_during_the_run_is_one_line_and_the_rerun_resumes(tmp_path, capsys,
                                                                    monkeypatch):
   args = QUICK + ["--config.train.epochs=2", "--config.train.checkpoint_seconds=0",
@@ -417,6 +418,7 @@ def test_cli_process_exits_2_with_one_line(tmp_path, args, expected):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_one_workdir_and_ctrl_c(tmp_path):
   """A second process into a workdir in use is refused at once; Ctrl-C ends the first with one
   line and status 130, and the same command then resumes from its last checkpoint."""

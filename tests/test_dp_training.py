@@ -29,6 +29,7 @@ def toy(n=32, d=6, classes=3, seed=0):
   return x, y
 
 
+@pytest.mark.slow
 def test_dp_step_is_clipped_sum_plus_noise_over_expected_batch():
   model = mlp.MLP(hidden=(8,), num_classes=3)
   x, y = toy()

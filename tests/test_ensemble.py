@@ -28,6 +28,7 @@ MODELS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_strategy_trains_the_same_models(name):
   """Without dropout and augmentation (which draw per batch position, so differently on the
@@ -138,6 +139,7 @@ def _chunked(tmp_path, chunk_size, epochs=3, log=lambda s: None, patience=0):
                                  checkpoint_dir=str(tmp_path) if tmp_path else None, log=log)
 
 
+@pytest.mark.slow
 def test_chunks_train_the_models_of_one_chunk():
   whole = _chunked(None, 0, patience=2)
   parts = _chunked(None, 2, patience=2)          # chunks of models 0-1, 2-3, 4
@@ -150,6 +152,7 @@ class Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_chunks_resume_after_interruption(tmp_path):
   full = _chunked(tmp_path / "full", 2)
 
@@ -226,6 +229,7 @@ def _epochs(strategy, model, step_cfg, x, y, keep, active, epochs=2, batch_size=
   return (strategy.get_stacked(state), jax.tree.map(np.asarray, metrics)), out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,conv,optimizer", [("mlp", "lax", "adam"),
                                                  ("cnn_bn", "im2col", "sgd"),
                                                  ("cnn_bn", "lax", "sgd")])
@@ -271,6 +275,7 @@ def test_loop_epoch_in_one_program_equals_step_by_step_and_vmap(name, conv, opti
   assert all(traced_in) and (len(traced_in) > 0) == (conv != "lax")
 
 
+@pytest.mark.slow
 def test_loop_runs_every_dp_step_as_vmap_does():
   """DP-SGD releases a noisy update on an empty batch too: the loop runs the empty steps of a
   model with fewer examples, as vmap does."""
@@ -292,6 +297,7 @@ def test_loop_runs_every_dp_step_as_vmap_does():
   close(step[0], vmap[0])
 
 
+@pytest.mark.slow
 def test_dp_cnn_runs_forward_convolutions_in_the_loops_program():
   """DP-SGD's clipping sees every convolution under conv='forward' and 'im2col' (the rewrite
   is registered inside its interceptor): the DP step of a CNN runs in the loop's epoch program
@@ -350,6 +356,7 @@ def test_in_lanes_keeps_the_order_and_raises_what_a_task_raises():
     strategies.in_lanes(tasks[3:5] + [fails], 2)
 
 
+@pytest.mark.slow
 def test_loop_in_lanes_resumes_and_stops_early_as_vmap_does(tmp_path):
   """The MLP's loop on a CPU runs in two lanes: early stopping, checkpoints and resuming see
   the ensemble's stacked state, and the models equal vmap's."""

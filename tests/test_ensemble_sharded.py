@@ -86,6 +86,7 @@ def single(tmp_path_factory):
   return run_workers(tmp_path_factory.mktemp("single"), "vmap", 1)
 
 
+@pytest.mark.slow
 def test_sharded_over_4_devices_equals_single_device(tmp_path, single):
   sharded = run_workers(tmp_path, "sharded", 4)      # 6 models padded to 8 over 4 devices
   assert int(sharded["devices"]) == 4 and str(sharded["strategy"]).startswith("sharded")
@@ -93,6 +94,7 @@ def test_sharded_over_4_devices_equals_single_device(tmp_path, single):
   assert_same_models(sharded, single)
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_equal_single_process(tmp_path, single):
   two = run_workers(tmp_path, "sharded", 2, processes=2)   # 2 hosts x 2 devices
   assert int(two["devices"]) == 4

@@ -53,6 +53,7 @@ def test_densenet_depth_and_compression_are_configurable():
     models.build(ml_collections.ConfigDict({"name": "densenet", "depth": 50}), 10)
 
 
+@pytest.mark.slow
 def test_cifar10_densenet_config_smoke_on_mock_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = load_config("cifar10_densenet", "smoke")

@@ -107,6 +107,7 @@ class _GroupNorms(nn.Module):
     return nn.Dense(3)(h)
 
 
+@pytest.mark.slow
 def test_group_norm_sites_match_reference():
   """GroupNorm's per-example scale and bias gradients (sums over positions of delta * xhat and
   delta) against per-example gradients by vmap, and the rule is the one taken."""

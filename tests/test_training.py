@@ -164,6 +164,7 @@ def _train(tmp_path, strategy, epochs=3, ckpt=True, **kw):
                                  log=lambda s: None), model, x
 
 
+@pytest.mark.slow
 def test_loop_and_vmap_strategies_train_the_same_models(tmp_path):
   a, _, _ = _train(tmp_path / "a", "vmap", ckpt=False)      # auto: im2col convolutions
   b, _, _ = _train(tmp_path / "b", "loop", ckpt=False)      # auto: forward convolutions
@@ -181,6 +182,7 @@ class Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_is_bitwise_equal(tmp_path):
   full, _, _ = _train(tmp_path / "full", "vmap", epochs=4)
 
@@ -237,6 +239,7 @@ def test_query_logits_are_eval_mode():
   assert not np.allclose(train_mode, full[0, :, 0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_checkpoints_by_seconds_resume_bit_identical_from_an_earlier_epoch(tmp_path):
   """With checkpoint_seconds beyond the run, only the last epoch is saved; a run cut after
   epoch 2 then has no checkpoint, restarts, and still ends bit-identical; one cut after a save

@@ -65,6 +65,7 @@ def _same(a, b, shards):
       np.testing.assert_array_equal(u[s], v[s])
 
 
+@pytest.mark.slow
 def test_sisa_forget_retrains_only_the_affected_shards_bitwise(tmp_path):
   x, y = digits(120)
   model = mlp.MLP(hidden=(8,), num_classes=10)

@@ -177,7 +177,7 @@ def train_ensemble(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: np.
     chunks.append(_train_chunk(model, cfg, strategy, pool_x, pool_y, keep, ids, spe, seed=seed,
                                val=val, checkpoint_dir=cdir,
                                log=lambda s, p=prefix: log(p + s), dp_plan=dp_plan,
-                               batches=batches))
+                               batches=batches, chunks_after=len(starts) - 1 - c))
   state = jax.tree.map(lambda *a: np.concatenate(a), *[c.state for c in chunks])
   return TrainResult(state=state, history=_merge_histories([c.history for c in chunks]),
                      epochs_run=max(c.epochs_run for c in chunks),
@@ -226,9 +226,10 @@ def _merge_histories(histories: list[list[dict]]) -> list[dict]:
 
 
 def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep, ids, spe, *,
-                 seed, val, checkpoint_dir, log, dp_plan=None, batches=epoch_batches
-                 ) -> _Chunk:
-  """Trains the models `ids` (global ids) of the ensemble; returns host arrays."""
+                 seed, val, checkpoint_dir, log, dp_plan=None, batches=epoch_batches,
+                 chunks_after: int = 0) -> _Chunk:
+  """Trains the models `ids` (global ids) of the ensemble; returns host arrays. The time left
+  it logs counts the `chunks_after` chunks still to train, each as long as this one."""
   num_real = len(ids)
   # Sharded: pad to a multiple of the devices with copies of the last model, never active.
   pad = (-num_real) % strategy.model_multiple()
@@ -334,14 +335,23 @@ def _train_chunk(model, cfg, strategy: strategies.Strategy, pool_x, pool_y, keep
     record["seconds"] = time.perf_counter() - t0     # the epoch's wall time, its save included
     examples = float(metrics["count"].sum())
     left, bound = time_left(compute_s, save_s, epochs - epoch, every_s)
+    if chunks_after:
+      left += chunks_after * time_left(compute_s, save_s, epochs - start, every_s)[0]
     line = f"epoch {epoch}/{epochs}  loss {np.mean(record['loss']):.4f}  "
     if np.isfinite(np.mean(record["accuracy"])):   # DP-SGD's step computes no accuracy
       line += f"accuracy {np.mean(record['accuracy']):.4f}  "
     if "val_accuracy" in record:
       line += (f"val {np.mean(record['val_accuracy']):.4f}  "
                f"active {sum(es['active'])}/{num_real}  ")
+    finished = done and not chunks_after
+    if finished:
+      eta = "time left 0s"
+    elif bound:      # the first epoch of this process compiled the step: no honest estimate yet
+      eta = "time left ? (this epoch compiled the step)"
+    else:
+      eta = f"time left {left:.0f}s"
     log(line + f"{examples / compute_s[-1]:,.0f} examples/s  {record['seconds']:.1f}s{saved}  "
-        f"time left {'0' if done else ('<=' if bound else '') + f'{left:.0f}'}s")
+        + eta)
   if ckpt is not None:
     ckpt.close()
   final = strategy.get_stacked(best if best is not None else state)
