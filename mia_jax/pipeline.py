@@ -91,7 +91,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
   """
   t_start = time.perf_counter()
   validation.validate(config)
-  workdir_lib.inspect(workdir)
+  workdir_lib.inspect(workdir, "train")
   ds = data.load(config.data)
   ds, canaries = canaries_lib.plant(ds, int(config.audit.num_canaries), int(config.data.seed))
   model = models.build(config.model, ds.num_classes)
@@ -217,7 +217,7 @@ def run_attack_only(config: ml_collections.ConfigDict, workdir: str,
     raise ConfigError("attack-only mode needs the logits file: pass --config.logits=FILE.npz")
   validation.check_numbers(config)
   validation.validate_attack(config.attack)
-  workdir_lib.inspect(workdir)
+  workdir_lib.inspect(workdir, "attack_only")
   attack_data = logits_io.load(path)
   m, n, q, c = attack_data.logits.shape
   validation.validate_attack(config.attack, m)

@@ -118,12 +118,12 @@ def _foreign(workdir: str) -> list[str]:
   return sorted(f for f in os.listdir(workdir) if f != RECORD and not f.startswith(LOCK))
 
 
-def inspect(workdir: str) -> dict | None:
+def inspect(workdir: str, kind: str | None = None) -> dict | None:
   """Checks `workdir` without writing anything; returns its record (None: a new or empty folder).
 
   Raises WorkdirError for a path that is a file or lies below one, a folder (or the nearest
-  existing parent of a new one) that cannot be written, and a non-empty folder that is not a
-  mia_jax workdir.
+  existing parent of a new one) that cannot be written, a non-empty folder that is not a
+  mia_jax workdir, and (given `kind`) a workdir of the other kind of run.
   """
   existing = _nearest_existing(workdir)
   if not os.path.isdir(existing):
@@ -142,9 +142,17 @@ def inspect(workdir: str) -> dict | None:
     foreign = _foreign(workdir)
     if foreign:
       shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-      raise WorkdirError(f"--workdir={workdir} holds {len(foreign)} entries ({shown}) and is "
-                         "not a mia_jax workdir; give a new or empty folder")
+      entries = f"{len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'}"
+      raise WorkdirError(f"--workdir={workdir} holds {entries} ({shown}) and is not a mia_jax "
+                         "workdir; give a new or empty folder")
+  elif kind is not None and record.get("kind") != kind:
+    raise _other_kind(workdir, record.get("kind"), kind)
   return record
+
+
+def _other_kind(workdir: str, there: str, kind: str) -> WorkdirError:
+  return WorkdirError(f"--workdir={workdir} holds {_describe(there)}, whose results "
+                      f"{_describe(kind)} would replace; give a new --workdir")
 
 
 class Claim:
@@ -224,7 +232,7 @@ def claim(workdir: str, kind: str, fingerprint: dict, *, needed_bytes: int = 0,
   """
   assert kind in KINDS, kind
   fingerprint = json.loads(json.dumps(fingerprint, default=str))
-  inspect(workdir)
+  inspect(workdir, kind)
   created = not os.path.exists(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -246,9 +254,7 @@ def claim(workdir: str, kind: str, fingerprint: dict, *, needed_bytes: int = 0,
                            "new or empty folder")
       report.write_json_atomic(os.path.join(workdir, RECORD), new)
     elif record.get("kind") != kind:
-      raise WorkdirError(
-          f"--workdir={workdir} holds {_describe(record.get('kind'))}, whose results "
-          f"{_describe(kind)} would replace; give a new --workdir")
+      raise _other_kind(workdir, record.get("kind"), kind)
     elif record.get("fingerprint") != fingerprint:
       if _foreign(workdir):
         diff = _first_difference(record.get("fingerprint"), fingerprint)
