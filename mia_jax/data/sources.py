@@ -91,7 +91,8 @@ def _load_idx_dir(directory: str, name: str, hint: str, num_classes: int = 10) -
     bad = np.flatnonzero(y >= num_classes)
     if len(bad):
       raise DataError(f"{name}: {p} holds label {int(y[bad[0]])} at index {int(bad[0])} "
-                      f"({len(bad)} labels outside 0..{num_classes - 1}); the file is corrupt, "
+                      f"({len(bad)} label{'s' * (len(bad) != 1)} outside 0..{num_classes - 1}); "
+                      "the file is corrupt, "
                       "download it again")
   x = np.concatenate([train_x, test_x]).astype(np.float32) / 255.0
   y = np.concatenate([train_y, test_y]).astype(np.int32)
@@ -150,8 +151,9 @@ def load_tabular(config: ml_collections.ConfigDict) -> RawData:
   finite = np.isfinite(table)
   if not finite.all():
     row, col = np.argwhere(~finite)[0]
+    count = int((~finite).sum())
     raise DataError(f"{path}: record {row + 1} holds {table[row, col]} in column {col + 1} "
-                    f"({int((~finite).sum())} values in all are NaN or infinite); every value "
+                    f"({count} value{'s' * (count != 1)} in all NaN or infinite); every value "
                     "must be a finite number")
   y = table[:, 0]
   if not np.all(y == np.round(y)):
