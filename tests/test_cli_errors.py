@@ -11,6 +11,7 @@ at once into one workdir.
 import errno
 import gzip
 import hashlib
+import importlib
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from absl import flags
 import numpy as np
 import pytest
 
-from mia_jax import data, main as mia_main, pipeline, report
+from mia_jax import data, pipeline, report
 from mia_jax import workdir as workdir_lib
 from mia_jax.data import canaries as canaries_lib
 
@@ -31,10 +32,24 @@ from conftest import ROOT, load_config
 QUICK = ["--config=configs/default.py:quick", "--config.model.hidden=(16,)"]
 
 
+_MAIN_FLAGS = ("config", "workdir", "verbose")
+
+
 def cli(args: list[str], capsys) -> tuple[int, str]:
-  """Runs `python -m mia_jax.main *args` in this process; returns (exit status, stderr)."""
+  """Runs `python -m mia_jax.main *args` in this process; returns (exit status, stderr).
+
+  mia_jax.main defines absl flags when imported, as experiments/paper_table.py does (tests of
+  both share a worker): the flags of that name are set aside, mia_jax.main imported afresh,
+  and everything put back afterwards.
+  """
   argv = ["mia_jax.main", *args]
-  saved = sys.argv
+  saved_argv, saved_flags = sys.argv, {}
+  for name in _MAIN_FLAGS:
+    if name in flags.FLAGS:
+      saved_flags[name] = flags.FLAGS[name]
+      delattr(flags.FLAGS, name)
+  sys.modules.pop("mia_jax.main", None)
+  mia_main = importlib.import_module("mia_jax.main")
   sys.argv = argv          # config_flags reads its overrides from sys.argv
   code = 0
   try:
@@ -43,11 +58,14 @@ def cli(args: list[str], capsys) -> tuple[int, str]:
     code = e.code
   finally:
     logging.disable(logging.NOTSET)       # main's error path silences logging for good
-    sys.argv = saved
-    for name in list(flags.FLAGS):
-      if name.startswith("config."):      # the overrides config_flags defined for this argv
-        delattr(flags.FLAGS, name)
+    sys.argv = saved_argv
     flags.FLAGS.unparse_flags()
+    for name in list(flags.FLAGS):
+      if name in _MAIN_FLAGS or name.startswith("config."):   # and config_flags' overrides
+        delattr(flags.FLAGS, name)
+    for name, flag in saved_flags.items():
+      flags.FLAGS[name] = flag
+    sys.modules.pop("mia_jax.main", None)
   return code, capsys.readouterr().err
 
 
