@@ -3,9 +3,9 @@ r"""The default audit: 16 MLPs on scikit-learn's digits, attacked by every attac
   python -m mia_jax.main --config=configs/default.py --workdir=/tmp/mia_default
 
 Nothing to download. What it reaches (measured on the project's 2-core CPU, 2026-12-01,
-shared with other jobs at load average about 6): test accuracy 97.3% (94.97-98.16% across the 16
-models; train 100%), 37 s wall: 7 s process start, 21 s training (a checkpoint after the last
-epoch), 8 s attacks, shadow-scaling curve, figures and report.
+shared with other jobs at load average 1.5): test accuracy 97.3% (94.97-98.16% across the 16
+models; train 100%), 22 s wall: 5 s process start, 9 s training (a checkpoint after the last
+epoch), 1 s inference, 8 s attacks, shadow-scaling curve, figures and report (37 s at load 6).
 
 Override any field: --config.train.epochs=5 --config.membership.num_models=32
 Small quick run:    --config=configs/default.py:quick  (4 models on a 200-example pool, 10

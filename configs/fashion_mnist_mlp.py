@@ -5,6 +5,11 @@ r"""The audit on Fashion-MNIST (70k 28x28 images) read from the Debian package's
 
 16 MLPs on random halves of a 20,000-example pool; a few minutes on a 2-core CPU.
 `:quick` shrinks it (4 models, a 2,000-example pool, 2 epochs).
+
+What it reaches: the same recipe with 64 models on a 10,000-example pool for 20 epochs, 85.6%
+test accuracy (98.7% train), 5.4 min of training on the 2-core CPU
+(experiments/results/fashion_mnist_64_audit.md); `:quick` 73% (tests/test_pipeline.py,
+test_shipped_config_quick_variant_learns).
 """
 
 from mia_jax import config_lib
