@@ -279,6 +279,8 @@ def test_rmia_group_totals_equal_the_gathered_means():
     ins_of, outs_of = _balanced(data, t, data.keep), _balanced(data, t, ~data.keep)
     np.testing.assert_allclose(fast[0], [p[ins_of[i], i].mean() for i in range(50)],
                                rtol=1e-12)
+    np.testing.assert_allclose(fast[2], [p[outs_of[i], i].mean() for i in range(50)],
+                               rtol=1e-12)
 
 
 def test_lira_matches_reference_on_independent_draws():
