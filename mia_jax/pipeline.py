@@ -282,24 +282,27 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
     summaries[name], curves[name] = attack_eval.evaluate_scores(
         name, scores, attack_data.keep, targets, params=params_by_name[name],
         bootstrap=int(acfg.bootstrap), seed=seed)
-    summaries[name]["slices"] = attack_eval.slice_summary(scores, keep_rows, attack_data.labels, predictions)
+    summaries[name]["slices"] = attack_eval.slice_summary(scores, keep_rows, attack_data.labels,
+                                                          predictions)
     summaries[name]["seconds"] = time.perf_counter() - t0
     first_scores[name] = scores[0]
     elapsed = time.perf_counter() - t_attack
     left = elapsed / (k + 1) * (len(acfg.names) - k - 1)
-    log(f"attack {name}: AUC {summaries[name]['auc']['mean']:.4f} ± "
-        f"{summaries[name]['auc']['std']:.4f}, TPR@0.1%FPR "
-        f"{summaries[name]['tpr_at_fpr']['0.001']['mean']:.4f} over {len(targets)} targets  "
-        f"[{k + 1}/{len(acfg.names)}, {summaries[name]['seconds']:.1f}s"
+    s, fpr = summaries[name], report.headline_fpr([summaries[name]])
+    num_non = s["per_target"][0]["num_nonmembers"]
+    log(f"attack {name} (percent): AUC {100 * s['auc']['mean']:.2f}{report.interval_text(s.get('auc_ci95'))}"
+        f", TPR at {report.alpha_text(fpr)} FPR {report.tpr_cell(s, fpr, num_non, spread=False)}"
+        f" over {len(targets)} targets  "
+        f"[{k + 1}/{len(acfg.names)}, {s['seconds']:.1f}s"
         + (f", about {left:.0f}s left]" if k + 1 < len(acfg.names) else "]"))
   privacy = canary_audit.run(attack_data, config, header, targets, all_scores, log)
   t_scaling = time.perf_counter()
   scaling_targets = targets[:int(acfg.get("scaling_targets", 0))]
   if scaling_targets:
-    log(f"shadow-scaling curve: {len(acfg.names)} attacks with subsets of the shadows, on "
+    log(f"shadow-scaling curve: the shadow-based attacks with K references per example, on "
         f"{len(scaling_targets)} targets ...")
-  scaling = (scaling_lib.shadow_scaling(attack_data, acfg.names, scaling_targets, params_by_name, seed)
-             if scaling_targets else {})
+  scaling = (scaling_lib.shadow_scaling(attack_data, acfg.names, scaling_targets, params_by_name,
+                                        seed) if scaling_targets else {})
   t_figures = time.perf_counter()
   if scaling_targets:
     log(f"shadow-scaling curve: done in {t_figures - t_scaling:.1f}s")

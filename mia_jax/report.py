@@ -81,7 +81,7 @@ def _unresolved(num_nonmembers: float) -> str:
   return f"n/a ({num_nonmembers:.0f} non-members)"
 
 
-def _tpr_cell(s: dict, key: str, num_nonmembers: float, spread: bool = True) -> str:
+def tpr_cell(s: dict, key: str, num_nonmembers: float, spread: bool = True) -> str:
   """TPR at FPR key as "mean ± std [interval]", or n/a where the FPR is not resolved."""
   if not s.get("tpr_at_fpr_resolved", {}).get(key, True):
     return _unresolved(num_nonmembers)
@@ -171,7 +171,7 @@ def _attack_table(results: dict) -> list[str]:
   for name, s in attacks.items():
     cells = [f"{_mean_std(s[m])}{interval_text(s.get(f'{m}_ci95'))}"
              for m in ("auc", "balanced_accuracy", "advantage")]
-    cells += [_tpr_cell(s, k, n_non) for k in TABLE_FPRS]
+    cells += [tpr_cell(s, k, n_non) for k in TABLE_FPRS]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines + [""]
 
@@ -198,8 +198,8 @@ def _slice_table(results: dict) -> list[str]:
       lines.append(head + "n/a (no members or no non-members) | n/a | n/a |")
       continue
     lines.append(head + f"{_mean_std(v['auc'])}{interval_text(v.get('auc_ci95'))} | "
-                 f"{_tpr_cell(v, '0.01', v['num_nonmembers'], spread=False)} | "
-                 f"{_tpr_cell(v, '0.001', v['num_nonmembers'], spread=False)} |")
+                 f"{tpr_cell(v, '0.01', v['num_nonmembers'], spread=False)} | "
+                 f"{tpr_cell(v, '0.001', v['num_nonmembers'], spread=False)} |")
   return lines + [""]
 
 
@@ -222,7 +222,7 @@ def _scaling_table(results: dict) -> list[str]:
            "| attack | " + " | ".join(str(s) for s in sizes) + " |",
            "|---|" + "---|" * len(sizes)]
   for name, ps in scaling["attacks"].items():
-    cells = [_tpr_cell(p, key, p["num_nonmembers"], spread=False) if "auc" in p else "n/a"
+    cells = [tpr_cell(p, key, p["num_nonmembers"], spread=False) if "auc" in p else "n/a"
              for p in ps]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return lines + [""]
