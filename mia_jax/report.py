@@ -113,7 +113,7 @@ def _intro(results: dict) -> list[str]:
     text = (f"Attack-only audit of the logits in `{src['logits_file']}` (no training here): "
             f"{results['num_models']} models, a pool of {ds['pool_size']} examples, "
             f"{ds['test_size']} population examples, {ds['num_classes']} classes, "
-            f"{ds['num_queries']} queries per example")
+            f"{ds['num_queries']} quer{'y' if ds['num_queries'] == 1 else 'ies'} per example")
   else:
     model = results.get("config", {}).get("model", {}).get("name")
     text = (f"Dataset `{ds['name']}`: pool of {ds['pool_size']} examples, {ds['test_size']} "
