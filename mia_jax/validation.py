@@ -96,9 +96,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("val_size", "test_size"):
     if int(config.data[field]) < 0:
       raise ConfigError(f"data.{field}={config.data[field]} must be 0 or more")
-  if config.model.name not in models.names():
-    raise ConfigError(f"unknown model {config.model.name!r}; choose one of {models.names()} "
-                      "with --config.model.name=NAME")
+  models.resolve(config.model.name)
   _check_model(config.model)
   validate_attack(config.attack, int(config.membership.num_models))
   if int(config.train.epochs) < 1:

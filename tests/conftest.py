@@ -44,3 +44,47 @@ def paper_table():
 @pytest.fixture
 def tiny():
   return tiny_config()
+
+
+USER_MODULE = '''
+import flax.linen as nn
+
+
+class TinyNet(nn.Module):
+  """A user's model: one hidden layer of `width` (the layers of mia_jax's MLP, in its order)."""
+  num_classes: int
+  width: int = 8
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    hidden = nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
+    return nn.Dense(self.num_classes)(hidden)
+
+
+def tiny_factory(config, num_classes):
+  return TinyNet(num_classes=num_classes, width=int(config.factory_width))
+
+
+NOT_A_MODEL = 3
+
+
+class NotFlax:
+  pass
+
+
+def returns_a_string(config, num_classes):
+  return "no module"
+'''
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch):
+  """A package `user_pkg` with the module `nets` (USER_MODULE) on sys.path, imported afresh."""
+  pkg = tmp_path / "user_pkg"
+  pkg.mkdir()
+  (pkg / "__init__.py").write_text("")
+  (pkg / "nets.py").write_text(USER_MODULE)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  for name in ("user_pkg", "user_pkg.nets"):
+    monkeypatch.delitem(sys.modules, name, raising=False)
+  return "user_pkg.nets"

@@ -222,3 +222,69 @@ def test_keep_matrix_matches_lira_reference():
 def test_keep_matrix_rejects_bad_values(m, pkeep):
   with pytest.raises(ConfigError):
     membership.keep_matrix(0, m, 10, pkeep)
+
+
+def _digits_npz(path, split_test=0):
+  """scikit-learn's digits as the .npz source takes them (x [N, 8, 8, 1] float in [0, 1])."""
+  raw = sources.load_digits(None)
+  if split_test:
+    np.savez(path, x=raw.x[:-split_test], y=raw.y[:-split_test], x_test=raw.x[-split_test:],
+             y_test=raw.y[-split_test:])
+  else:
+    np.savez(path, x=raw.x, y=raw.y)
+  return raw
+
+
+@pytest.mark.parametrize("split_test", [0, 297])
+def test_npz_source_gives_the_split_of_the_same_arrays(tmp_path, split_test):
+  """The digits saved as x, y (or x, y, x_test, y_test) load into the very pool, val and test
+  of the built-in digits source: same join, shuffle, split and normalisation."""
+  path = str(tmp_path / "digits.npz")
+  _digits_npz(path, split_test)
+  mine = data.load(data_config(name=path, pool_size=1000, val_size=200))
+  ref = data.load(data_config(pool_size=1000, val_size=200))
+  for field in ("pool_x", "pool_y", "val_x", "val_y", "test_x", "test_y"):
+    np.testing.assert_array_equal(getattr(mine, field), getattr(ref, field))
+  assert mine.num_classes == 10 and mine.is_image and mine.name == path
+
+
+def test_npz_uint8_images_and_tabular_features(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 5, 5), dtype=np.uint8)
+  np.savez(tmp_path / "img.npz", x=images, y=np.arange(40) % 4)
+  raw = data.load_raw(data_config(name=str(tmp_path / "img.npz")))
+  assert raw.x.shape == (40, 5, 5, 1) and raw.is_image and raw.num_classes == 4
+  np.testing.assert_allclose(raw.x[..., 0], images.astype(np.float64) / 255.0, rtol=1e-6)
+  feats = rng.normal(size=(30, 7)).astype(np.float32)
+  np.savez(tmp_path / "tab.npz", x=feats, y=(np.arange(30) % 3).astype(np.float64))
+  raw = data.load_raw(data_config(name=str(tmp_path / "tab.npz"), num_classes=5))
+  assert not raw.is_image and raw.num_classes == 5 and raw.y.dtype == np.int32
+  np.testing.assert_array_equal(raw.x, feats)
+
+
+@pytest.mark.parametrize("arrays,match", [
+    (dict(y=np.zeros(4)), "no array 'x'"),
+    (dict(x=np.zeros((4, 2)), y=np.arange(4), x_test=np.zeros((2, 2))), "only one of"),
+    (dict(x=np.zeros((4, 2)), y=np.arange(3)), "do not match"),
+    (dict(x=np.zeros((4, 2)), y=np.arange(4), x_test=np.zeros((2, 3)), y_test=np.arange(2)),
+     "one input shape"),
+    (dict(x=np.array([[0.0], [np.nan], [1.0]]), y=np.array([0, 1, 0])), "NaN or infinite"),
+    (dict(x=np.zeros((3, 2)), y=np.array([0, 2, 0])), r"without class\(es\) \[1\]"),
+    (dict(x=np.zeros((3, 2)), y=np.array([1, 2, 1])), "relabel them 0..K-1"),
+    (dict(x=np.zeros((3, 2)), y=np.array([0.0, 1.5, 0.0])), "must be integers"),
+])
+def test_npz_source_refuses_bad_arrays_in_one_line(tmp_path, arrays, match):
+  path = str(tmp_path / "bad.npz")
+  np.savez(path, **arrays)
+  with pytest.raises(DataError, match=match) as e:
+    data.load_raw(data_config(name=path))
+  assert "\n" not in str(e.value)
+
+
+def test_npz_source_missing_or_corrupt_file(tmp_path):
+  data.check_name(str(tmp_path / "absent.npz"))    # a name check reads no file
+  with pytest.raises(DataError, match="not found"):
+    data.load_raw(data_config(name=str(tmp_path / "absent.npz")))
+  (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+  with pytest.raises(DataError, match="not a readable .npz"):
+    data.load_raw(data_config(name=str(tmp_path / "junk.npz")))

@@ -84,3 +84,41 @@ def test_purchase_and_fashion_configs_load():
   assert p.train.batch_size == 32 and p.train.epochs == 200 and p.paper.label_smoothing == 0.03
   f = load_config("fashion_mnist_paper", "quick")
   assert f.membership.scheme == "train_test" and f.paper.lira_num_models == 4
+
+
+
+def test_importable_module_class_and_factory(user_package):
+  """A Module subclass gets num_classes and model.kwargs; a factory the whole model block."""
+  built = models.build(ml_collections.ConfigDict(
+      {"name": f"{user_package}:TinyNet", "kwargs": {"width": 5}}), 3)
+  assert type(built).__name__ == "TinyNet" and (built.num_classes, built.width) == (3, 5)
+  count, _ = _params(built, (1, 4, 4, 1))
+  assert count == 16 * 5 + 5 + 5 * 3 + 3
+  default, _ = _params(models.build(ml_collections.ConfigDict(
+      {"name": f"{user_package}:TinyNet"}), 3), (1, 4, 4, 1))
+  assert default == 16 * 8 + 8 + 8 * 3 + 3
+  made = models.build(ml_collections.ConfigDict(
+      {"name": f"{user_package}:tiny_factory", "factory_width": 6}), 4)
+  assert (made.num_classes, made.width) == (4, 6)
+
+
+@pytest.mark.parametrize("attr,match", [
+    ("Absent", "has no attribute 'Absent'"),
+    ("NOT_A_MODEL", "neither a flax.linen.Module subclass nor a factory"),
+    ("NotFlax", "neither a flax.linen.Module subclass nor a factory"),
+    ("returns_a_string", "built a str, not a flax.linen.Module"),
+])
+def test_importable_name_errors_are_one_line(user_package, attr, match):
+  with pytest.raises(ConfigError, match=match) as e:
+    models.build(ml_collections.ConfigDict({"name": f"{user_package}:{attr}"}), 3)
+  assert "\n" not in str(e.value)
+
+
+def test_importable_name_missing_module_or_bad_kwargs(user_package):
+  with pytest.raises(ConfigError, match="cannot be imported"):
+    models.resolve("user_pkg.absent_module:Net")
+  with pytest.raises(ConfigError, match="unknown model 'transformer'"):
+    models.resolve("transformer")
+  with pytest.raises(ConfigError, match="give it a num_classes field"):
+    models.build(ml_collections.ConfigDict(
+        {"name": f"{user_package}:TinyNet", "kwargs": {"depth": 2}}), 3)

@@ -12,6 +12,7 @@ Sources (`config.data.name`):
   tfds:<name>        any tensorflow-datasets image classification set, e.g. tfds:cifar10
   purchase100        text file `config.data.file`: label then binary features per line
   texas100           same format
+  path/to/file.npz   your own arrays x, y (optional x_test, y_test): see mia_jax.data.npz
 
 All sources are pooled (train and test splits joined), shuffled once with `config.data.seed`,
 and split into pool, validation and test parts, as the study pools CIFAR-10's 60k images.
@@ -23,7 +24,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from mia_jax.data import sources
+from mia_jax.data import npz, sources
 from mia_jax.errors import ConfigError, DataError
 
 
@@ -55,7 +56,7 @@ _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], sources.RawData]] = {
 
 
 def names() -> list[str]:
-  return sorted(_REGISTRY) + ["tfds:<name>"]
+  return sorted(_REGISTRY) + ["tfds:<name>", "<file>.npz"]
 
 
 def register(name: str, loader: Callable[[ml_collections.ConfigDict], sources.RawData]) -> None:
@@ -63,7 +64,7 @@ def register(name: str, loader: Callable[[ml_collections.ConfigDict], sources.Ra
 
 
 def check_name(name: str) -> None:
-  if name.startswith("tfds:") and len(name) > 5:
+  if (name.startswith("tfds:") and len(name) > 5) or npz.is_npz_name(name):
     return
   if name not in _REGISTRY:
     raise ConfigError(f"unknown dataset {name!r}; choose one of {names()} "
@@ -75,6 +76,8 @@ def load_raw(config: ml_collections.ConfigDict) -> sources.RawData:
   check_name(config.name)
   if config.name.startswith("tfds:"):
     raw = sources.load_tfds(config)
+  elif npz.is_npz_name(config.name):
+    raw = npz.load_npz(config)
   else:
     raw = _REGISTRY[config.name](config)
   check_raw(raw, config.name)

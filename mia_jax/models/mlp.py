@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mia_jax.errors import ConfigError
+
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu}
 
 PURCHASE_HIDDEN = (1024, 512, 256, 128)
@@ -38,7 +40,6 @@ class MLP(nn.Module):
 
 def from_config(config: ml_collections.ConfigDict, num_classes: int) -> MLP:
   if config.activation not in ACTIVATIONS:
-    from mia_jax.errors import ConfigError
     raise ConfigError(f"unknown activation {config.activation!r}; choose one of "
                       f"{sorted(ACTIVATIONS)} with --config.model.activation=NAME")
   return MLP(hidden=tuple(config.hidden), num_classes=num_classes,
