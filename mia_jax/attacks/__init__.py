@@ -1,24 +1,41 @@
-"""Membership inference attacks: a registry of name -> attack function.
+"""Membership inference attacks: array-level score functions, and a registry that runs them.
 
-Every attack has the signature
+Array level (one target, numpy arrays; each module's docstring has the formulas):
 
-  attack_fn(data: AttackData, targets: Sequence[int], **params) -> np.ndarray [T, N]
+  lira.score(target_signal [N, Q], shadow_signal [K, N, Q], shadow_in [K, N], variant=...)
+  rmia.score(target_prob [N], reference_prob [K, N], reference_in [K, N], z_...=...)
+  threshold.score(logits [N, Q, C], labels [N], signal="loss")
+  signals.scaled_logit(logits [..., C], labels [...])      (and loss, confidence, ...)
 
-and returns membership scores (higher = member) of every pool example for each target model,
-using only the other models as shadows/references (see base.py).
+each returning scores [N], higher = member. The registry runs an attack by name on the
+outputs of M models, each target in turn scored against references chosen among the others
+(references.py: their IN/OUT composition does not depend on the target's membership):
 
   from mia_jax import attacks
-  scores = attacks.run("lira_online", attacks.AttackData(logits=..., labels=..., keep=...),
-                       targets=[0, 1])
+  data = attacks.AttackData(logits=logits, labels=labels, keep=keep)   # [M, N, Q, C], [N], [M, N]
+  scores = attacks.run("lira_online", data, targets=[0, 1])             # [T, N]
+  summary, curves = attacks.evaluate_attack("lira_online", data, targets=[0, 1])
+
+Every registered attack has the signature attack_fn(data, targets, **params) -> [T, N].
 """
 
-from mia_jax.attacks import references, signals
+from mia_jax.attacks import (evaluate, lira, references, registry, rmia, scaling, shokri,
+                             signals, synthetic, threshold)
 from mia_jax.attacks.base import AttackData, AttackFn, others
-from mia_jax.attacks.evaluate import evaluate_attack, evaluate_attacks, target_predictions
+from mia_jax.attacks.evaluate import (evaluate_attack, evaluate_attacks, evaluate_scores,
+                                      target_predictions)
 from mia_jax.attacks.registry import (ATTACKS, get, names, params_of, reads_shadows, register,
-                                     run)
+                                      run)
 from mia_jax.attacks.rmia import tune_rmia_a
 
-__all__ = ["ATTACKS", "AttackData", "AttackFn", "evaluate_attack", "evaluate_attacks", "get",
-           "names", "others", "params_of", "reads_shadows", "references", "register", "run",
-           "signals", "target_predictions", "tune_rmia_a"]
+__all__ = [
+    # modules
+    "evaluate", "lira", "references", "registry", "rmia", "scaling", "shokri", "signals",
+    "synthetic", "threshold",
+    # data types
+    "AttackData", "AttackFn",
+    # running and evaluating attacks by name
+    "ATTACKS", "evaluate_attack", "evaluate_attacks", "evaluate_scores", "get", "names",
+    "others", "params_of", "reads_shadows", "register", "run", "target_predictions",
+    "tune_rmia_a",
+]

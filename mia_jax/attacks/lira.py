@@ -1,6 +1,17 @@
 """LiRA (Carlini et al., S&P 2022) on the scaled logit phi, online and offline.
 
-For target model t and pool example i, the shadows are the other models that references.py
+Two layers. The array-level functions take a target's signal and its references' signals:
+
+  score(target_signal [N, Q], shadow_signal [K, N, Q], shadow_in [K, N], variant=...) -> [N]
+  fit(shadow_signal, shadow_in) -> (fit_in, fit_out);  score_fit(target_signal, fit_in,
+  fit_out, variant) -> [N]
+
+(../shared/REFERENCE.md has the paper's formulas). The registry's attacks (lira_online, ...:
+AttackData and targets) loop over the targets: references.for_target chooses each one's
+references, the shadow statistics come from once-sorted tables (gaussians.py) or from `fit`
+on the gathered references, and score_fit scores them.
+
+For target model t and pool example i (registry), the shadows are the other models that references.py
 picks for i: IN shadows trained on i, OUT shadows did not, in counts that do not depend on
 the target's membership (for the full set, count truncation in exact designs; for K
 references, K // 2 of each drawn per example). Per example and query, as the reference code:
@@ -37,103 +48,114 @@ running sums, so each extra target costs O(N Q M) without a sort. Drawn referenc
 example) gather their K // 2 values per group and sort those, O(N Q K log K) per target.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import special
 
-from mia_jax.attacks import references
+from mia_jax.attacks import gaussians, references
 from mia_jax.attacks.base import AttackData, check_targets
 from mia_jax.errors import ConfigError
 
 _EPS = 1e-30
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 SIGMAS = ("residual", "total")
+VARIANTS = ("online", "online_fixed_var", "offline", "offline_fixed_var", "offline_logpdf")
 
 
-def _group_table(values: np.ndarray, mask: np.ndarray) -> dict:
-  """Sorted rows and centred sums of values [W, N, Q] over the rows w where mask [W, N]."""
-  width = values.shape[0]
-  k = mask.sum(axis=0)  # [N]
-  masked = np.where(mask[:, :, None], values, np.inf)
-  rows = np.ascontiguousarray(np.moveaxis(masked, 0, -1))  # [N, Q, W]
-  del masked
-  rows.sort(axis=-1)
-  total = np.zeros(values.shape[1:], np.float64)
-  for w in range(width):
-    total += np.where(mask[w][:, None], values[w], 0.0)
-  center = total / np.maximum(k, 1)[:, None]  # [N, Q], keeps the sums well conditioned
-  s1 = np.zeros_like(center)
-  s2 = np.zeros_like(center)
-  for w in range(width):
-    d = np.where(mask[w][:, None], values[w] - center, 0.0)
-    s1 += d
-    s2 += d * d
-  return {"rows": rows, "k": k, "center": center, "s1": s1, "s2": s2}
+def _check_arrays(target_signal, shadow_signal, shadow_in, mask):
+  target = np.asarray(target_signal)
+  shadows = np.asarray(shadow_signal)
+  if target.ndim != 2 or shadows.ndim != 3 or shadows.shape[1:] != target.shape:
+    raise ConfigError(f"LiRA needs target_signal [N, Q] and shadow_signal [K, N, Q], got "
+                      f"{target.shape} and {shadows.shape}; add a query axis with x[..., None]")
+  flags = [np.asarray(shadow_in), np.ones(shadows.shape[:2], bool) if mask is None
+           else np.asarray(mask)]
+  for name, flag in zip(("shadow_in", "mask"), flags):
+    if flag.shape != shadows.shape[:2] or flag.dtype != np.bool_:
+      raise ConfigError(f"LiRA {name} must be bool [K, N]={list(shadows.shape[:2])}, got "
+                        f"{flag.dtype} {flag.shape}")
+  return target, shadows, flags[0], flags[1]
+
+
+def fit(shadow_signal: np.ndarray, shadow_in: np.ndarray, mask: Optional[np.ndarray] = None
+        ) -> tuple[dict, dict]:
+  """Per-example Gaussians of the IN and OUT shadows' signal (module docstring).
+
+  Args:
+    shadow_signal: float [K, N, Q], shadow k's signal (scaled logit) on example i, query q.
+    shadow_in: bool [K, N], shadow k trained on example i.
+    mask: bool [K, N], whether shadow k is a reference of example i (default: all).
+
+  Returns:
+    (fit_in, fit_out), each {"mu", "sigma": [N, Q] (the signal's dtype, float32 at least),
+    "k": int [N] references of the group, "global_sigma", "total_sigma": float}.
+  """
+  shadows = np.asarray(shadow_signal)
+  _, shadows, inside, mask = _check_arrays(shadows[0], shadows, shadow_in, mask)
+  none = np.zeros(shadows.shape[1], bool)
+  anchor = shadows[0]      # read only where an entry is left out: never here
+  stats = [gaussians.leave_out(gaussians.group_table(shadows, group & mask), anchor, none,
+                               anchor, none) for group in (inside, ~inside)]
+  return gaussians.finish(*stats, np.result_type(shadows.dtype, np.float32))
+
+
+def score_fit(target_signal: np.ndarray, fit_in: dict, fit_out: dict, *,
+              variant: str = "online", sigma: str = "residual") -> np.ndarray:
+  """LiRA scores [N] (float64, higher = member) of a target's signal [N, Q] from `fit`'s
+  Gaussians; variant: one of VARIANTS, sigma: the fixed-variance form (SIGMAS)."""
+  key = _check_sigma(sigma)
+  if variant not in VARIANTS:
+    raise ConfigError(f"LiRA variant={variant!r}: choose one of {VARIANTS}")
+  v = np.asarray(target_signal, np.float64)
+  f64 = lambda st: {k: (x if k == "k" else np.asarray(x, np.float64)) for k, x in st.items()}
+  st_in, st_out = f64(fit_in), f64(fit_out)
+  fixed = variant.endswith("fixed_var")
+  if variant.startswith("online"):
+    return _online(v, st_in, st_out, fixed, key)
+  if variant == "offline_logpdf":
+    _need(st_out, "OUT")
+    return -np.mean(_logpdf(v, st_out["mu"], _sigma(st_out, st_out, fixed=False)), axis=-1)
+  return _offline(v, st_out, fixed, key)
+
+
+def score(target_signal: np.ndarray, shadow_signal: np.ndarray, shadow_in: np.ndarray, *,
+          variant: str = "online", sigma: str = "residual",
+          mask: Optional[np.ndarray] = None) -> np.ndarray:
+  """LiRA on arrays: scores [N] of one target from its shadows (higher = member).
+
+  Args:
+    target_signal: float [N, Q], the target's scaled logit (signals.scaled_logit) per query.
+    shadow_signal: float [K, N, Q], the same for K shadow models.
+    shadow_in: bool [K, N], shadow k trained on example i.
+    variant: "online" (IN and OUT Gaussians), "offline" (OUT only, one-sided), their
+      "_fixed_var" forms (one global sigma per group), or "offline_logpdf" (the reference
+      code's offline score); the module docstring has each formula.
+    sigma: the fixed-variance sigma, "residual" or "total" (SIGMAS).
+    mask: bool [K, N], which shadows score example i (default: all).
+
+  Returns:
+    float64 [N].
+
+  Example:
+    >>> rng = np.random.default_rng(0)
+    >>> shadow_in = rng.random((8, 100)) < 0.5                      # [K, N]
+    >>> shadows = rng.normal(size=(8, 100, 1)) + shadow_in[..., None]  # IN shift up by 1
+    >>> target = rng.normal(size=(100, 1)) + 1.0                      # a member everywhere
+    >>> score(target, shadows, shadow_in).shape
+    (100,)
+  """
+  target, shadows, inside, mask = _check_arrays(target_signal, shadow_signal, shadow_in, mask)
+  return score_fit(target, *fit(shadows, inside, mask), variant=variant, sigma=sigma)
 
 
 def _tables(data: AttackData) -> dict:
   def compute():
     phi = data.signal("scaled_logit")
     keep = np.asarray(data.keep)
-    return {"phi": phi, "in": _group_table(phi, keep), "out": _group_table(phi, ~keep)}
+    return {"phi": phi, "in": gaussians.group_table(phi, keep),
+            "out": gaussians.group_table(phi, ~keep)}
   return data.cached(("lira", "tables"), compute)
-
-
-@np.errstate(invalid="ignore")
-def _leave_out(table: dict, v: np.ndarray, drop: np.ndarray, v2: np.ndarray, drop2: np.ndarray
-               ) -> dict:
-  """Per-example stats of one group without up to two of its entries per example.
-
-  Args:
-    table: from _group_table.
-    v, drop: float [N, Q] and bool [N]: the target's phi, and whether the target is in this
-      group for the example (then it is left out).
-    v2, drop2: the same for a second entry to leave out (a surplus shadow; see
-      references.py), a different model of the group.
-
-  Returns:
-    {"k": int [N], "mu", "sigma": float64 [N, Q], "r1", "r2": float64 scalars (sum of
-    residuals phi - mu and of their squares over all kept entries), "t1", "t2" (sum of the
-    kept phi and of their squares), "count": total entries}.
-  """
-  rows = table["rows"]
-  width = rows.shape[-1]
-  k = table["k"] - drop - drop2  # [N]
-  kq = np.broadcast_to(k[:, None], v.shape)
-  if width == 0:  # no entry at all
-    nan = np.full(v.shape, np.nan)
-    return {"k": k, "mu": nan, "sigma": np.zeros(v.shape), "r1": 0.0, "r2": 0.0, "t1": 0.0,
-            "t2": 0.0, "count": 0}
-  # where each left-out entry sits in its sorted row (width: none); equal values: the second
-  # takes the next slot of the run, which holds the same value
-  p1 = np.where(drop[:, None], np.sum(rows < v[..., None], axis=-1), width)
-  p2 = np.where(drop2[:, None], np.sum(rows < v2[..., None], axis=-1), width)
-  p2 = np.where((p2 == p1) & (p1 < width), p2 + 1, p2)
-  a, b = np.minimum(p1, p2), np.maximum(p1, p2)
-  lo = np.maximum((kq - 1) // 2, 0)
-  hi = kq // 2
-  skip = lambda j: (lambda j1: j1 + (j1 >= b))(j + (j >= a))  # reduced -> original index
-  lo = np.minimum(skip(lo), width - 1)
-  hi = np.minimum(skip(hi), width - 1)
-  pick = lambda j: np.take_along_axis(rows, j[..., None], axis=-1)[..., 0].astype(np.float64)
-  mu = 0.5 * (pick(lo) + pick(hi))
-  center = table["center"]
-  d = np.where(drop[:, None], v - center, 0.0)
-  d2 = np.where(drop2[:, None], v2 - center, 0.0)
-  s1, s2 = table["s1"] - d - d2, table["s2"] - d * d - d2 * d2
-  kf = np.maximum(kq, 1).astype(np.float64)
-  var = np.maximum(s2 / kf - (s1 / kf) ** 2, 0.0)
-  var = np.where(kq > 1, var, 0.0)
-  e = mu - center
-  valid = kq > 0
-  r1 = np.sum(np.where(valid, s1 - kq * e, 0.0))
-  r2 = np.sum(np.where(valid, s2 - 2.0 * e * s1 + kq * e * e, 0.0))
-  t1 = np.sum(np.where(valid, s1 + kq * center, 0.0))
-  t2 = np.sum(np.where(valid, s2 + 2.0 * center * s1 + kq * center * center, 0.0))
-  mu = np.where(valid, mu, np.nan)
-  return {"k": k, "mu": mu, "sigma": np.sqrt(var), "r1": r1, "r2": r2, "t1": t1, "t2": t2,
-          "count": int(kq.sum())}
 
 
 def _all_models_stats(data: AttackData, target: int, refs: references.References
@@ -147,7 +169,7 @@ def _all_models_stats(data: AttackData, target: int, refs: references.References
   out = []
   for name, member, j in (("in", keep_t, refs.dropped_in), ("out", ~keep_t, refs.dropped_out)):
     v2 = phi[np.maximum(j, 0), rows]
-    out.append(_leave_out(tables[name], v, member, v2, j >= 0))
+    out.append(gaussians.leave_out(tables[name], v, member, v2, j >= 0))
   return out[0], out[1]
 
 
@@ -161,70 +183,28 @@ def _drawn_stats(data: AttackData, target: int, refs: references.References
   for inside in (True, False):
     idx, valid = refs.models(inside)
     values = phi[idx, np.arange(phi.shape[1])[None, :]]  # [W, N, Q]
-    out.append(_leave_out(_group_table(values, valid), v, none, v, none))
+    out.append(gaussians.leave_out(gaussians.group_table(values, valid), v, none, v, none))
   return out[0], out[1]
 
 
-def _global_sigmas(stats: dict) -> tuple[float, float]:
-  """(residual, total) global sigma of one group (the module docstring's two forms)."""
-  n = max(stats["count"], 1)
-  std = lambda s1, s2: float(np.sqrt(max(s2 / n - (s1 / n) ** 2, 0.0)))
-  return std(stats["r1"], stats["r2"]), std(stats["t1"], stats["t2"])
-
-
-def _fill_missing(a: dict, b: dict) -> None:
-  """Fills a's examples without shadows from b's: mu_a = mu_b + shift, sigma = median."""
-  missing = a["k"] == 0
-  if not missing.any() or missing.all():  # all missing: _need raises where it matters
-    return
-  both = ~missing & (b["k"] > 0)
-  if both.any():
-    shift = np.median(a["mu"][both] - b["mu"][both], axis=0)  # [Q]
-  else:
-    shift = np.median(a["mu"][~missing], axis=0) - np.median(b["mu"][b["k"] > 0], axis=0)
-  a["mu"] = np.where(missing[:, None], b["mu"] + shift, a["mu"])
-  a["sigma"] = np.where(missing[:, None], np.median(a["sigma"][~missing], axis=0), a["sigma"])
-
-
 def shadow_stats(data: AttackData, target: int) -> tuple[np.ndarray, dict, dict]:
-  """The target's phi [N, Q] and its IN and OUT shadow stats, cached per target.
+  """The target's phi [N, Q] and `fit`'s IN and OUT Gaussians of its references, cached.
 
-  The shadows are references.for_target(data, target). Each stats dict holds "mu" and
-  "sigma" [N, Q] (in phi's dtype, so the cache costs 4 * N * Q floats per target), "k" [N]
-  (shadows per example), and the fixed-variance sigmas "global_sigma" (residual form) and
-  "total_sigma" (the reference code's form). Examples without shadows in a group are filled
-  as the module docstring says; if no example has any, that group's mu is NaN and the
-  attacks needing it raise ConfigError.
+  The references are references.for_target(data, target); the Gaussians are in phi's dtype
+  (the cache costs 4 * N * Q floats per target). If no example has a reference in a group,
+  that group's mu is NaN and the scores needing it raise ConfigError.
   """
   def compute():
     refs = references.for_target(data, target)
     stats = _drawn_stats if refs.drawn else _all_models_stats
-    st_in, st_out = stats(data, target, refs)
-    _fill_missing(st_out, st_in)
-    _fill_missing(st_in, st_out)
     v = data.signal("scaled_logit")[target]
-    def compact(st):
-      residual, total = _global_sigmas(st)
-      return {"mu": st["mu"].astype(v.dtype), "sigma": st["sigma"].astype(v.dtype),
-              "k": st["k"], "global_sigma": residual, "total_sigma": total}
-    return v, compact(st_in), compact(st_out)
+    return (v, *gaussians.finish(*stats(data, target, refs), v.dtype))
   return data.cached(("lira", "stats", int(target)), compute)
 
 
 def _logpdf(x, mu, sigma):
   sigma = sigma + _EPS
   return -0.5 * ((x - mu) / sigma) ** 2 - np.log(sigma) - _HALF_LOG_2PI
-
-
-def _per_target(data, targets, fn) -> np.ndarray:
-  """Stacks fn(phi_t, stats_in, stats_out) [N] over targets, all in float64: [T, N]."""
-  targets = check_targets(data, targets)
-  f64 = lambda st: {k: (x if k == "k" else np.asarray(x, np.float64)) for k, x in st.items()}
-  rows = []
-  for t in targets:
-    v, st_in, st_out = shadow_stats(data, t)
-    rows.append(fn(v.astype(np.float64), f64(st_in), f64(st_out)))
-  return np.stack(rows)
 
 
 def _need(st: dict, name: str) -> None:
@@ -269,9 +249,18 @@ def _offline(v, st_out, fixed, key="global_sigma"):
   return np.mean(special.log_ndtr((v - st_out["mu"]) / s_out), axis=-1)
 
 
+def _run(data: AttackData, targets: Sequence[int], variant: str, sigma: str = "residual"
+         ) -> np.ndarray:
+  """score_fit over the targets, each with its references' Gaussians: float64 [T, N]."""
+  _check_sigma(sigma)
+  targets = check_targets(data, targets)
+  return np.stack([score_fit(*shadow_stats(data, t), variant=variant, sigma=sigma)
+                   for t in targets])
+
+
 def lira_online(data: AttackData, targets: Sequence[int]) -> np.ndarray:
   """Online LiRA with per-example variances; scores [T, N]."""
-  return _per_target(data, targets, lambda v, i, o: _online(v, i, o, fixed=False))
+  return _run(data, targets, "online")
 
 
 def lira_online_fixed_var(data: AttackData, targets: Sequence[int],
@@ -281,26 +270,20 @@ def lira_online_fixed_var(data: AttackData, targets: Sequence[int],
   sigma: "residual" (std of residuals around each example's median) or "total" (the
   reference code's np.std of all the group's shadow values); see the module docstring.
   """
-  key = _check_sigma(sigma)
-  return _per_target(data, targets, lambda v, i, o: _online(v, i, o, fixed=True, key=key))
+  return _run(data, targets, "online_fixed_var", sigma)
 
 
 def lira_offline(data: AttackData, targets: Sequence[int]) -> np.ndarray:
   """Offline LiRA, the paper's one-sided test log Pr[Z <= phi_t]; scores [T, N]."""
-  return _per_target(data, targets, lambda v, i, o: _offline(v, o, fixed=False))
+  return _run(data, targets, "offline")
 
 
 def lira_offline_fixed_var(data: AttackData, targets: Sequence[int],
                            sigma: str = "residual") -> np.ndarray:
   """Offline LiRA with the global OUT sigma; scores [T, N]. sigma: as lira_online_fixed_var."""
-  key = _check_sigma(sigma)
-  return _per_target(data, targets, lambda v, i, o: _offline(v, o, fixed=True, key=key))
+  return _run(data, targets, "offline_fixed_var", sigma)
 
 
 def lira_offline_logpdf(data: AttackData, targets: Sequence[int]) -> np.ndarray:
   """The reference code's offline score -log N(phi_t; mu_out, s_out); scores [T, N]."""
-  def fn(v, st_in, st_out):
-    del st_in
-    _need(st_out, "OUT")
-    return -np.mean(_logpdf(v, st_out["mu"], _sigma(st_out, st_out, fixed=False)), axis=-1)
-  return _per_target(data, targets, fn)
+  return _run(data, targets, "offline_logpdf")

@@ -1,5 +1,16 @@
 """RMIA (Zarifzadeh et al., ICML 2024), online and offline.
 
+Array level (../shared/REFERENCE.md has the paper's formulas):
+
+  score(target_prob [N], reference_prob [K, N], reference_in [K, N], z_target_prob [Z],
+        z_reference_prob [K, Z]) -> [N]   (or z from the pool: z_pool bool [N])
+  prior(reference_prob, reference_in) -> Pr(x) [N];  population_prior(z_reference_prob) ->
+  Pr(z) [Z];  score_ratios(target_prob, prior_x, z_target_prob, prior_z) -> [N]
+
+The registry's rmia_online / rmia_offline loop over the targets: references.for_target picks
+each one's references, Pr(x) comes from once-summed group totals (every other model) or the
+gathered references, and score_ratios scores them.
+
 Pr(x | theta) is the softmax probability of the true label averaged over the Q queries
 (computed as sigmoid of the cached scaled logit, which is the same number).
 For target t the references of example x are the other models that references.py picks for
@@ -32,7 +43,7 @@ import numpy as np
 from scipy import special
 
 from mia_jax import metrics
-from mia_jax.attacks import references
+from mia_jax.attacks import references, signals
 from mia_jax.attacks.base import AttackData, check_targets
 from mia_jax.errors import ConfigError
 
@@ -124,20 +135,123 @@ def _score(log_rx: np.ndarray, log_rz: np.ndarray, gamma: float) -> np.ndarray:
   return count / log_rz.size
 
 
+def _flags(name: str, flags, shape) -> np.ndarray:
+  flags = np.ones(shape, bool) if flags is None else np.asarray(flags)
+  if flags.shape != tuple(shape) or flags.dtype != np.bool_:
+    raise ConfigError(f"RMIA {name} must be bool {list(shape)}, got {flags.dtype} "
+                      f"{flags.shape}")
+  return flags
+
+
+def probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Pr(x | theta): the true label's softmax probability averaged over the queries.
+
+  logits float [..., N, Q, C], labels int [N] -> float [..., N] (float32 at least), computed
+  as sigmoid of signals.scaled_logit (the same number, stable for extreme logits).
+  """
+  labels = np.asarray(labels)[:, None]
+  return special.expit(signals.scaled_logit(logits, labels)).mean(axis=-1)
+
+
+def prior(reference_prob: np.ndarray, reference_in: np.ndarray, *, offline: bool = False,
+          a: float = 0.3, mask: Optional[np.ndarray] = None) -> np.ndarray:
+  """Pr(x) [N] float64 from the references' Pr(x | theta_k) [K, N] (module docstring).
+
+  reference_in: bool [K, N], reference k trained on example i; mask: bool [K, N], which
+  references score example i (default all). Online: the mean of the IN references' mean and
+  the OUT references' mean; offline: 0.5 ((1 + a) mean_OUT + (1 - a)).
+  """
+  p = np.asarray(reference_prob)
+  if p.ndim != 2:
+    raise ConfigError(f"RMIA reference_prob must be [K, N], got {p.shape}")
+  inside = _flags("reference_in", reference_in, p.shape)
+  mask = _flags("mask", mask, p.shape)
+  means = []
+  for group in (inside & mask, ~inside & mask):
+    count = group.sum(axis=0)
+    total = np.where(group, p, 0.0).sum(axis=0, dtype=np.float64)
+    means += [total / np.maximum(count, 1), count]
+  return _prior(tuple(means), offline, a)
+
+
+def population_prior(z_reference_prob: np.ndarray, *, offline: bool = False, a: float = 0.3,
+                     mask: Optional[np.ndarray] = None) -> np.ndarray:
+  """Pr(z) [Z] float64 of z samples in no reference's training set, from the references'
+  Pr(z | theta_k) [K, Z] (mask bool [K, Z]: which references score z; default all)."""
+  pp = np.asarray(z_reference_prob)
+  if pp.ndim != 2:
+    raise ConfigError(f"RMIA z_reference_prob must be [K, Z], got {pp.shape}")
+  return _population_prior(pp, _flags("z mask", mask, pp.shape), offline, a)
+
+
+def score_ratios(target_prob: np.ndarray, prior_x: np.ndarray, z_target_prob: np.ndarray,
+                 prior_z: np.ndarray, gamma: float = 2.0) -> np.ndarray:
+  """RMIA scores [N]: the fraction of z with LR(x, z) = (Pr(x | theta_t) / Pr(x)) /
+  (Pr(z | theta_t) / Pr(z)) >= gamma, from target_prob, prior_x [N] and z_target_prob,
+  prior_z [Z] (O((N + Z) log Z): a sort and a searchsorted on log ratios)."""
+  log_rx = _log(np.asarray(target_prob, np.float64)) - _log(prior_x)
+  log_rz = _log(np.asarray(z_target_prob, np.float64)) - _log(prior_z)
+  return _score(log_rx, log_rz, gamma)
+
+
+def score(target_prob: np.ndarray, reference_prob: np.ndarray, reference_in: np.ndarray, *,
+          z_target_prob: Optional[np.ndarray] = None,
+          z_reference_prob: Optional[np.ndarray] = None, z_pool: Optional[np.ndarray] = None,
+          offline: bool = False, a: float = 0.3, gamma: float = 2.0,
+          mask: Optional[np.ndarray] = None) -> np.ndarray:
+  """RMIA on arrays: scores [N] in [0, 1] of one target from its references (higher = member).
+
+  Args:
+    target_prob: float [N], the target's Pr(x | theta_t) (`probability`).
+    reference_prob: float [K, N], the same for K reference models.
+    reference_in: bool [K, N], reference k trained on example i.
+    z_target_prob, z_reference_prob: float [Z] and [K, Z] on z samples in no model's training
+      set (population data); or instead
+    z_pool: bool [N], pool examples used as z (e.g. the target's known non-members), each
+      keeping its own Pr(x).
+    offline: OUT references only, prior corrected by `a`; else online (IN and OUT).
+    a, gamma: RMIA's offline correction and likelihood-ratio threshold.
+    mask: bool [K, N], which references score example i (default all).
+
+  Returns:
+    float64 [N].
+
+  Example:
+    >>> rng = np.random.default_rng(0)
+    >>> reference_in = rng.random((8, 100)) < 0.5                            # [K, N]
+    >>> reference_prob = rng.uniform(0.2, 0.6, (8, 100)) + 0.3 * reference_in
+    >>> target_prob = rng.uniform(0.2, 0.9, 100)
+    >>> score(target_prob, reference_prob, reference_in, z_pool=np.arange(100) < 50).shape
+    (100,)
+  """
+  _check_params(a, gamma)
+  prior_x = prior(reference_prob, reference_in, offline=offline, a=a, mask=mask)
+  target_prob = np.asarray(target_prob)
+  if target_prob.shape != prior_x.shape:
+    raise ConfigError(f"RMIA target_prob must be [N]={list(prior_x.shape)}, got "
+                      f"{target_prob.shape}")
+  if (z_pool is None) == (z_target_prob is None or z_reference_prob is None):
+    raise ConfigError("RMIA needs z samples: give z_target_prob and z_reference_prob, or "
+                      "z_pool (bool [N]), not both")
+  if z_pool is not None:
+    z_pool = _flags("z_pool", z_pool, prior_x.shape)
+    return score_ratios(target_prob, prior_x, target_prob[z_pool], prior_x[z_pool], gamma)
+  prior_z = population_prior(z_reference_prob, offline=offline, a=a)
+  return score_ratios(target_prob, prior_x, z_target_prob, prior_z, gamma)
+
+
 def _target_scores(p: np.ndarray, keep: np.ndarray, t: int, refs: references.References,
                    totals: Optional[dict], pp: Optional[np.ndarray],
                    pop_refs: Optional[np.ndarray], offline: bool, a: float, gamma: float
                    ) -> np.ndarray:
   """RMIA scores [N] of target row t from Pr(x | theta) p [M, N] (population pp [M, P]);
   totals = _totals(p, keep) (read for every-other-model references only)."""
-  means = _ref_means(p, t, keep[t], refs, totals)
-  log_rx = _log(p[t].astype(np.float64)) - _log(_prior(means, offline, a))
+  prior_x = _prior(_ref_means(p, t, keep[t], refs, totals), offline, a)
   if pp is None:
-    log_rz = log_rx[~keep[t]]
-  else:
-    log_rz = (_log(pp[t].astype(np.float64))
-              - _log(_population_prior(pp, pop_refs, offline, a)))
-  return _score(log_rx, log_rz, gamma)
+    z = ~keep[t]
+    return score_ratios(p[t], prior_x, p[t][z], prior_x[z], gamma)
+  return score_ratios(p[t], prior_x, pp[t], _population_prior(pp, pop_refs, offline, a),
+                      gamma)
 
 
 def _rmia(data: AttackData, targets: Sequence[int], offline: bool, a: float,
