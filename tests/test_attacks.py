@@ -1,5 +1,6 @@
 """Tests for mia_jax.attacks against direct float64 numpy computations on tiny data."""
 
+import doctest
 import json
 
 import numpy as np
@@ -736,3 +737,171 @@ def test_confidence_attack_breaks_float32_ties_at_one():
   data = attacks.AttackData(logits=z, labels=np.zeros(n, int), keep=keep)
   scores = attacks.run("confidence", data, [0])[0]
   assert np.all(np.diff(scores) > 0)
+
+
+# ------------------------------------------------------------------ array-level functions
+
+
+def _others_arrays(data, t):
+  """The registry's every-other-model references of target t as arrays: (shadow rows [K],
+  shadow_in [K, N], mask [K, N])."""
+  refs = references.select(data.keep, t)
+  rows = np.delete(np.arange(data.num_models), t)
+  return rows, data.keep[rows], (refs.inside | refs.outside)[rows]
+
+
+@pytest.mark.parametrize("variant", lira.VARIANTS)
+def test_lira_score_equals_the_registry(variant):
+  """lira.score on the target's references as arrays gives the registry's scores: every
+  other model (exact design, the surplus shadow masked out; independent draws) and drawn
+  references (gathered per example)."""
+  exact = _data(seed=40, m=10, n=60)
+  rng = np.random.default_rng(40)
+  loose = attacks.AttackData(logits=exact.logits, labels=exact.labels,
+                             keep=rng.random(exact.keep.shape) < 0.5)
+  for data in (exact, loose):
+    phi = data.signal("scaled_logit")
+    for t in (0, 7):
+      rows, shadow_in, mask = _others_arrays(data, t)
+      got = lira.score(phi[t], phi[rows], shadow_in, variant=variant, mask=mask)
+      np.testing.assert_allclose(got, attacks.run("lira_" + variant, data, [t])[0],
+                                 rtol=1e-9, atol=1e-9)
+  drawn = exact.with_references(4, seed=1)
+  phi, cols = drawn.signal("scaled_logit"), np.arange(drawn.num_examples)
+  refs = references.for_target(drawn, 3)
+  (idx_in, ok_in), (idx_out, ok_out) = refs.models(True), refs.models(False)
+  shadows = np.concatenate([phi[idx_in, cols], phi[idx_out, cols]])          # [W, N, Q]
+  shadow_in = np.concatenate([np.ones_like(ok_in), np.zeros_like(ok_out)])
+  got = lira.score(phi[3], shadows, shadow_in, variant=variant,
+                   mask=np.concatenate([ok_in, ok_out]))
+  np.testing.assert_array_equal(got, attacks.run("lira_" + variant, drawn, [3])[0])
+
+
+def test_lira_score_matches_float64_formulas():
+  """On tiny data with >= 2 IN and >= 2 OUT shadows per example, each variant is its
+  formula: medians, np.std (ddof 0), the Gaussians, worked example by example."""
+  rng = np.random.default_rng(41)
+  k, n, q = 7, 6, 2
+  shadow_in = np.argsort(rng.random((k, n)), axis=0) < 3          # 3 IN, 4 OUT per example
+  shadows = rng.normal(size=(k, n, q)) + 2.0 * shadow_in[..., None]
+  target = rng.normal(size=(n, q)) + 1.0
+  norm = stats.norm
+  mu = {g: np.array([[np.median(shadows[sel[:, i], i, j]) for j in range(q)]
+                     for i in range(n)]) for g, sel in (("in", shadow_in), ("out", ~shadow_in))}
+  sd = {g: np.array([[np.std(shadows[sel[:, i], i, j]) for j in range(q)] for i in range(n)])
+        for g, sel in (("in", shadow_in), ("out", ~shadow_in))}
+  glob = {g: np.std(np.concatenate([shadows[sel[:, i], i] - mu[g][i] for i in range(n)]))
+          for g, sel in (("in", shadow_in), ("out", ~shadow_in))}
+  expected = {
+      "online": np.mean(norm.logpdf(target, mu["in"], sd["in"])
+                        - norm.logpdf(target, mu["out"], sd["out"]), axis=1),
+      "online_fixed_var": np.mean(norm.logpdf(target, mu["in"], glob["in"])
+                                  - norm.logpdf(target, mu["out"], glob["out"]), axis=1),
+      "offline": np.mean(norm.logcdf(target, mu["out"], sd["out"]), axis=1),
+      "offline_fixed_var": np.mean(norm.logcdf(target, mu["out"], glob["out"]), axis=1),
+      "offline_logpdf": -np.mean(norm.logpdf(target, mu["out"], sd["out"]), axis=1),
+  }
+  for variant, want in expected.items():
+    np.testing.assert_allclose(lira.score(target, shadows, shadow_in, variant=variant), want,
+                               rtol=1e-10, err_msg=variant)
+  fit_in, fit_out = lira.fit(shadows, shadow_in)
+  np.testing.assert_allclose(fit_in["mu"], mu["in"], rtol=1e-12)
+  np.testing.assert_allclose(fit_out["sigma"], sd["out"], rtol=1e-12)
+  np.testing.assert_array_equal(fit_in["k"], np.full(n, 3))
+
+
+def test_lira_score_is_at_chance_without_signal():
+  """A target whose signal is drawn apart from its membership scores AUC 0.5 (+- 3 standard
+  errors) against shadows that memorise; a target that memorises scores far above."""
+  rng = np.random.default_rng(42)
+  k, n = 16, 4000
+  shadow_in = np.argsort(rng.random((k, n)), axis=0) < k // 2
+  difficulty = rng.normal(size=n)
+  shadows = (difficulty + 2.0 * shadow_in + rng.normal(size=(k, n)))[..., None]  # [K, N, 1]
+  member = rng.random(n) < 0.5
+  null = difficulty + 2.0 * (rng.random(n) < 0.5) + rng.normal(size=n)
+  leaky = difficulty + 2.0 * member + rng.normal(size=n)
+  se = np.sqrt((n + 1) / (12 * member.sum() * (~member).sum()))
+  auc = lambda target: _auc(lira.score(target[:, None], shadows, shadow_in), member)
+  assert abs(auc(null) - 0.5) < 3 * se
+  assert auc(leaky) > 0.8
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_rmia_score_equals_the_registry(offline):
+  """rmia.score on the references as arrays gives the registry's scores, with population z
+  samples and with the target's pool non-members as z, for every other model and drawn."""
+  base = _data(seed=43, m=8, n=60, population=30)
+  pool_only = attacks.AttackData(logits=base.logits, labels=base.labels, keep=base.keep)
+  params = {"a": 0.4} if offline else {}
+  name = "rmia_offline" if offline else "rmia_online"
+  for data in (base, pool_only):
+    p = rmia.probability(data.logits, data.labels)                           # [M, N]
+    for t in (0, 5):
+      rows, reference_in, mask = _others_arrays(data, t)
+      if data.population_logits is None:
+        z = {"z_pool": ~data.keep[t]}
+      else:
+        pz = rmia.probability(data.population_logits, data.population_labels)
+        z = {"z_target_prob": pz[t], "z_reference_prob": pz[rows]}
+      got = rmia.score(p[t], p[rows], reference_in, offline=offline, mask=mask, **z, **params)
+      np.testing.assert_allclose(got, attacks.run(name, data, [t], **params)[0], atol=1e-12)
+  drawn = pool_only.with_references(4, seed=2)
+  p = rmia.probability(drawn.logits, drawn.labels)
+  refs = references.for_target(drawn, 2)
+  got = rmia.score(p[2], p, drawn.keep, offline=offline, mask=refs.inside | refs.outside,
+                   z_pool=~drawn.keep[2], **params)
+  np.testing.assert_allclose(got, attacks.run(name, drawn, [2], **params)[0], atol=1e-12)
+
+
+def test_rmia_score_matches_float64_formulas():
+  """The likelihood ratio of every (x, z) pair worked as an [N, Z] matrix in float64."""
+  rng = np.random.default_rng(44)
+  k, n, z = 6, 9, 5
+  reference_in = np.argsort(rng.random((k, n)), axis=0) < 3
+  reference_prob = rng.uniform(0.05, 0.95, (k, n))
+  target_prob = rng.uniform(0.05, 0.95, n)
+  z_reference, z_target = rng.uniform(0.05, 0.95, (k, z)), rng.uniform(0.05, 0.95, z)
+  for offline, a in ((False, 0.0), (True, 0.3)):
+    mean_in = np.array([reference_prob[reference_in[:, i], i].mean() for i in range(n)])
+    mean_out = np.array([reference_prob[~reference_in[:, i], i].mean() for i in range(n)])
+    if offline:
+      prior_x = 0.5 * ((1 + a) * mean_out + 1 - a)
+      prior_z = 0.5 * ((1 + a) * z_reference.mean(axis=0) + 1 - a)
+    else:
+      prior_x, prior_z = 0.5 * (mean_in + mean_out), z_reference.mean(axis=0)
+    ratio = (target_prob / prior_x)[:, None] / (z_target / prior_z)[None, :]   # [N, Z]
+    want = np.mean(ratio >= 2.0, axis=1)
+    got = rmia.score(target_prob, reference_prob, reference_in, z_target_prob=z_target,
+                     z_reference_prob=z_reference, offline=offline, a=a)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_threshold_score_equals_the_registry():
+  data = _data(seed=45, population=0)
+  for name in ("loss", "confidence", "entropy", "modified_entropy"):
+    got = attacks.threshold.score(data.logits[2], data.labels, name)
+    np.testing.assert_array_equal(got, attacks.run(name, data, [2])[0])
+
+
+def test_array_functions_reject_bad_shapes():
+  rng = np.random.default_rng(46)
+  shadows, shadow_in = rng.normal(size=(4, 10, 1)), rng.random((4, 10)) < 0.5
+  with pytest.raises(ConfigError, match="target_signal"):
+    lira.score(rng.normal(size=10), shadows, shadow_in)
+  with pytest.raises(ConfigError, match="shadow_in"):
+    lira.score(rng.normal(size=(10, 1)), shadows, shadow_in.astype(int))
+  with pytest.raises(ConfigError, match="variant"):
+    lira.score(rng.normal(size=(10, 1)), shadows, shadow_in, variant="online_fixed")
+  with pytest.raises(ConfigError, match="z samples"):
+    rmia.score(rng.random(10), rng.random((4, 10)), shadow_in)
+  with pytest.raises(ConfigError, match="reference_in"):
+    rmia.score(rng.random(10), rng.random((4, 10)), shadow_in[:3], z_pool=shadow_in[0])
+  with pytest.raises(ConfigError, match="signal"):
+    attacks.threshold.score(rng.normal(size=(10, 1, 3)), np.zeros(10, int), "margin")
+
+
+@pytest.mark.parametrize("module", [lira, rmia, attacks.threshold], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+  result = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
+  assert result.attempted > 0 and result.failed == 0

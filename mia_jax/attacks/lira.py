@@ -8,13 +8,13 @@ Two layers. The array-level functions take a target's signal and its references'
 
 (../shared/REFERENCE.md has the paper's formulas). The registry's attacks (lira_online, ...:
 AttackData and targets) loop over the targets: references.for_target chooses each one's
-references, the shadow statistics come from once-sorted tables (gaussians.py) or from `fit`
-on the gathered references, and score_fit scores them.
+references, the shadow statistics come from once-sorted tables (gaussians.py) or from the
+gathered references (as `fit` computes them), and score_fit scores them.
 
-For target model t and pool example i (registry), the shadows are the other models that references.py
-picks for i: IN shadows trained on i, OUT shadows did not, in counts that do not depend on
-the target's membership (for the full set, count truncation in exact designs; for K
-references, K // 2 of each drawn per example). Per example and query, as the reference code:
+For target model t and pool example i, the registry's shadows are the other models that
+references.py picks for i: IN shadows trained on i, OUT shadows did not, in counts that do
+not depend on the target's membership (for the full set, count truncation in exact designs;
+for K references, K // 2 of each drawn per example). Per example and query, as the reference code:
 mu = median of phi over the shadows, sigma = np.std (ddof 0) over the shadows, plus 1e-30 in
 every Gaussian.
 
