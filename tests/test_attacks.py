@@ -901,7 +901,8 @@ def test_array_functions_reject_bad_shapes():
     attacks.threshold.score(rng.normal(size=(10, 1, 3)), np.zeros(10, int), "margin")
 
 
-@pytest.mark.parametrize("module", [lira, rmia, attacks.threshold], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [lira, rmia, attacks.threshold, shokri],
+                         ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
   result = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
   assert result.attempted > 0 and result.failed == 0

@@ -1,5 +1,7 @@
 """Tests for mia_jax.metrics against ROC curves worked by hand and slower reference paths."""
 
+import doctest
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -264,3 +266,9 @@ def test_evaluate_slices():
   only_members = metrics.evaluate_slices(scores[member], member[member], labels[member],
                                          preds[member])
   assert "skipped" in only_members["correct"]
+
+
+def test_docstring_example_runs():
+  """The package docstring's example (roc_curve, auc, evaluate) gives the numbers it shows."""
+  result = doctest.testmod(metrics)
+  assert result.attempted > 0 and result.failed == 0

@@ -14,6 +14,10 @@ score = its decision function (log-odds of IN).
 Training rows are (shadow model, example) pairs of those references, drawn uniformly without
 replacement, at most `max_train_per_class` per class (default 5000), so cost does not grow
 with M. A class whose sample holds only IN or only OUT rows gets score 0 for its examples.
+
+Array level: `features(logits [S, Q, C], labels [S])` and `classify(train_features [S, F],
+train_in [S], target_features [E, F])`, the attack classifier of one class; the registry's
+`shokri` loops over targets and classes, drawing the training rows from references.py.
 """
 
 from typing import Sequence
@@ -60,6 +64,37 @@ def _log_odds(model, x: np.ndarray) -> np.ndarray:
   return np.log(prob) - np.log1p(-prob)
 
 
+def classify(train_features: np.ndarray, train_in: np.ndarray, target_features: np.ndarray,
+             *, classifier: str = "logreg", seed: int = 0) -> np.ndarray:
+  """One attack classifier: log-odds of IN [E] for target rows from shadow rows.
+
+  Args:
+    train_features: float [S, F], features of (shadow, example) pairs (`features`).
+    train_in: bool [S], whether that shadow trained on that example.
+    target_features: float [E, F], the target's features on the examples to score.
+    classifier: "logreg" or "mlp" (CLASSIFIERS).
+    seed: the MLP's seed.
+
+  Returns:
+    float64 [E]; all 0 where train_in holds only IN or only OUT rows (nothing to learn).
+
+  Example:
+    >>> rng = np.random.default_rng(0)
+    >>> train_in = rng.random(200) < 0.5
+    >>> train = rng.normal(size=(200, 3)) + train_in[:, None]            # IN rows shifted
+    >>> scores = classify(train, train_in, np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
+    >>> bool(scores[0] > scores[1])
+    True
+  """
+  if classifier not in CLASSIFIERS:
+    raise ConfigError(f"unknown Shokri classifier {classifier!r}; choose one of {CLASSIFIERS}")
+  train_in = np.asarray(train_in, bool)
+  if train_in.all() or not train_in.any():
+    return np.zeros(len(target_features))
+  model = _classifier(classifier, seed).fit(train_features, train_in)
+  return np.asarray(_log_odds(model, target_features), np.float64)
+
+
 def shokri(data: AttackData, targets: Sequence[int], classifier: str = "logreg",
            max_train_per_class: int = 5000, log_features: bool = True,
            with_true_prob: bool = False, seed: int = 0) -> np.ndarray:
@@ -88,10 +123,11 @@ def shokri(data: AttackData, targets: Sequence[int], classifier: str = "logreg",
     refs = references.for_target(data, t)
     for c in np.unique(labels):
       idx = np.nonzero(labels == c)[0]
-      m, i = references.sample_pairs(refs, t, idx, max_train_per_class, rng)
-      y = keep[m, i]
-      if y.all() or not y.any():
+      models, examples = references.sample_pairs(refs, t, idx, max_train_per_class, rng)
+      train_in = keep[models, examples]
+      if train_in.all() or not train_in.any():
         continue  # score 0 for this class
-      model = _classifier(classifier, seed).fit(feat(m, i), y)
-      scores[row, idx] = _log_odds(model, feat(np.full(idx.size, t), idx))
+      scores[row, idx] = classify(feat(models, examples), train_in,
+                                  feat(np.full(idx.size, t), idx),
+                                  classifier=classifier, seed=seed)
   return scores
