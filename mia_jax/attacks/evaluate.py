@@ -28,7 +28,7 @@ values). With a single target there is no spread to measure: the summary's inter
 that target's own, over examples only ("interval_unit": "examples").
 
 The percentile bootstrap (`bootstrap` > 0) is recorded per target under "bootstrap_ci95",
-for comparison with older results only (metrics.py says why nothing reports it).
+for comparison with older results only (metrics/bootstrap.py says why nothing reports it).
 """
 
 from typing import Mapping, Optional, Sequence

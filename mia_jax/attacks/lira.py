@@ -164,12 +164,13 @@ def _all_models_stats(data: AttackData, target: int, refs: references.References
   tables = _tables(data)
   phi = tables["phi"]
   v = phi[target]
-  keep_t = np.asarray(data.keep[target])
+  target_keep = np.asarray(data.keep[target])
   rows = np.arange(phi.shape[1])
   out = []
-  for name, member, j in (("in", keep_t, refs.dropped_in), ("out", ~keep_t, refs.dropped_out)):
-    v2 = phi[np.maximum(j, 0), rows]
-    out.append(gaussians.leave_out(tables[name], v, member, v2, j >= 0))
+  for name, member, dropped in (("in", target_keep, refs.dropped_in),
+                                ("out", ~target_keep, refs.dropped_out)):
+    v2 = phi[np.maximum(dropped, 0), rows]
+    out.append(gaussians.leave_out(tables[name], v, member, v2, dropped >= 0))
   return out[0], out[1]
 
 

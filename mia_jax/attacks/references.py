@@ -90,7 +90,7 @@ def design(keep: np.ndarray) -> dict:
   each example's group ([N], -1 where none), and keep transposed, contiguous [N, M]."""
   keep = np.asarray(keep, bool)
   m = keep.shape[0]
-  out = {"keep_t": np.ascontiguousarray(keep.T)}
+  out = {"keep_by_example": np.ascontiguousarray(keep.T)}
   for name, group in (("in", keep), ("out", ~keep)):
     count = group.sum(axis=0, dtype=np.int32)
     last = np.where(count > 0, m - 1 - np.argmax(group[::-1], axis=0), -1)
@@ -168,14 +168,14 @@ def _mask(idx: np.ndarray, valid: np.ndarray, num_models: int) -> np.ndarray:
   return mask
 
 
-def _drawn(keep_t: np.ndarray, target: int, k: int, seed: int) -> References:
-  n, m = keep_t.shape
+def _drawn(keep_by_example: np.ndarray, target: int, k: int, seed: int) -> References:
+  n, m = keep_by_example.shape
   rng = np.random.default_rng([seed, target, k])
   keys = _keys(m, n, target, rng)
   k_in = k // 2 + ((rng.random(n) < 0.5) if k % 2 else np.zeros(n, bool))  # [N]
   inf = np.float32(np.inf)
-  idx_in, ok_in = _smallest(np.where(keep_t, keys, inf), k_in)
-  idx_out, ok_out = _smallest(np.where(keep_t, inf, keys), k - k_in)
+  idx_in, ok_in = _smallest(np.where(keep_by_example, keys, inf), k_in)
+  idx_out, ok_out = _smallest(np.where(keep_by_example, inf, keys), k - k_in)
   return References(inside=_mask(idx_in, ok_in, m), outside=_mask(idx_out, ok_out, m),
                     models_in=(idx_in.T, ok_in.T), models_out=(idx_out.T, ok_out.T))
 
@@ -208,7 +208,7 @@ def select(keep: np.ndarray, target: int, num_references: Optional[int] = None,
   info = design(keep) if info is None else info
   if num_references is None or num_references >= keep.shape[0] - 1:
     return _all_models(keep, int(target), info)
-  return _drawn(info["keep_t"], int(target), int(num_references), int(seed))
+  return _drawn(info["keep_by_example"], int(target), int(num_references), int(seed))
 
 
 def population(num_models: int, num_examples: int, target: int,

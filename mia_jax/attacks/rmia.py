@@ -73,7 +73,7 @@ def _totals(p: np.ndarray, keep: np.ndarray) -> dict:
           "k_out": keep.shape[0] - count_in}
 
 
-def _ref_means(p: np.ndarray, t: int, keep_t: np.ndarray, refs: references.References,
+def _ref_means(p: np.ndarray, t: int, target_keep: np.ndarray, refs: references.References,
                totals: Optional[dict]) -> tuple[np.ndarray, ...]:
   """(mean_in, k_in, mean_out, k_out) [N] of p [M, N] over each example's references.
 
@@ -81,8 +81,8 @@ def _ref_means(p: np.ndarray, t: int, keep_t: np.ndarray, refs: references.Refer
   (O(N) per target); drawn references: the chosen models' values gathered ([W, N])."""
   cols = np.arange(p.shape[1])
   out = []
-  for inside, member, dropped in ((True, keep_t, refs.dropped_in),
-                                  (False, ~keep_t, refs.dropped_out)):
+  for inside, member, dropped in ((True, target_keep, refs.dropped_in),
+                                  (False, ~target_keep, refs.dropped_out)):
     if refs.drawn:
       idx, valid = refs.models(inside)
       total = np.where(valid, p[idx, cols[None, :]], 0.0).sum(axis=0, dtype=np.float64)
@@ -114,11 +114,13 @@ def _prior(means: tuple[np.ndarray, ...], offline: bool, a: float) -> np.ndarray
   return np.where(k_in > 0, np.where(k_out > 0, both, mean_in), mean_out)
 
 
-def _population_prior(pp: np.ndarray, mask: np.ndarray, offline: bool, a: float
-                      ) -> np.ndarray:
-  """Pr(z) [P] of population examples (OUT for every reference in mask [M, P])."""
+def _population_prior(population_prob: np.ndarray, mask: np.ndarray, offline: bool,
+                      a: float) -> np.ndarray:
+  """Pr(z) [P] of population examples (OUT for every reference in mask [M, P]) from their
+  Pr(z | theta) population_prob [M, P]."""
   count = mask.sum(axis=0)
-  mean = np.where(mask, pp, 0.0).sum(axis=0, dtype=np.float64) / np.maximum(count, 1)
+  total = np.where(mask, population_prob, 0.0).sum(axis=0, dtype=np.float64)
+  mean = total / np.maximum(count, 1)
   return 0.5 * ((1.0 + a) * mean + (1.0 - a)) if offline else mean
 
 
@@ -178,10 +180,11 @@ def population_prior(z_reference_prob: np.ndarray, *, offline: bool = False, a: 
                      mask: Optional[np.ndarray] = None) -> np.ndarray:
   """Pr(z) [Z] float64 of z samples in no reference's training set, from the references'
   Pr(z | theta_k) [K, Z] (mask bool [K, Z]: which references score z; default all)."""
-  pp = np.asarray(z_reference_prob)
-  if pp.ndim != 2:
-    raise ConfigError(f"RMIA z_reference_prob must be [K, Z], got {pp.shape}")
-  return _population_prior(pp, _flags("z mask", mask, pp.shape), offline, a)
+  z_reference_prob = np.asarray(z_reference_prob)
+  if z_reference_prob.ndim != 2:
+    raise ConfigError(f"RMIA z_reference_prob must be [K, Z], got {z_reference_prob.shape}")
+  mask = _flags("z mask", mask, z_reference_prob.shape)
+  return _population_prior(z_reference_prob, mask, offline, a)
 
 
 def score_ratios(target_prob: np.ndarray, prior_x: np.ndarray, z_target_prob: np.ndarray,
@@ -241,17 +244,18 @@ def score(target_prob: np.ndarray, reference_prob: np.ndarray, reference_in: np.
 
 
 def _target_scores(p: np.ndarray, keep: np.ndarray, t: int, refs: references.References,
-                   totals: Optional[dict], pp: Optional[np.ndarray],
-                   pop_refs: Optional[np.ndarray], offline: bool, a: float, gamma: float
+                   totals: Optional[dict], population_prob: Optional[np.ndarray],
+                   population_refs: Optional[np.ndarray], offline: bool, a: float, gamma: float
                    ) -> np.ndarray:
-  """RMIA scores [N] of target row t from Pr(x | theta) p [M, N] (population pp [M, P]);
-  totals = _totals(p, keep) (read for every-other-model references only)."""
+  """RMIA scores [N] of target row t from Pr(x | theta) p [M, N] (population examples:
+  population_prob [M, P]); totals = _totals(p, keep) (read for every-other-model references
+  only)."""
   prior_x = _prior(_ref_means(p, t, keep[t], refs, totals), offline, a)
-  if pp is None:
+  if population_prob is None:
     z = ~keep[t]
     return score_ratios(p[t], prior_x, p[t][z], prior_x[z], gamma)
-  return score_ratios(p[t], prior_x, pp[t], _population_prior(pp, pop_refs, offline, a),
-                      gamma)
+  prior_z = _population_prior(population_prob, population_refs, offline, a)
+  return score_ratios(p[t], prior_x, population_prob[t], prior_z, gamma)
 
 
 def _rmia(data: AttackData, targets: Sequence[int], offline: bool, a: float,
@@ -261,13 +265,13 @@ def _rmia(data: AttackData, targets: Sequence[int], offline: bool, a: float,
   keep = np.asarray(data.keep)
   p = _probs(data, False)
   totals = data.cached(("design", "rmia", "totals"), lambda: _totals(p, keep))
-  has_pop = data.population_logits is not None
-  pp = _probs(data, True) if has_pop else None
+  has_population = data.population_logits is not None
+  population_prob = _probs(data, True) if has_population else None
   scores = []
   for t in targets:
-    pop_refs = references.population_for_target(data, t) if has_pop else None
-    scores.append(_target_scores(p, keep, t, references.for_target(data, t), totals, pp,
-                                 pop_refs, offline, a, gamma))
+    population_refs = references.population_for_target(data, t) if has_population else None
+    scores.append(_target_scores(p, keep, t, references.for_target(data, t), totals,
+                                 population_prob, population_refs, offline, a, gamma))
   return np.stack(scores)
 
 
@@ -302,19 +306,19 @@ def tune_rmia_a(data: AttackData, reference_models: Sequence[int],
                       f"<= their number; got {len(refs)} and {num_pseudo_targets}")
   keep = np.asarray(data.keep)[refs]
   p = _probs(data, False)[refs]
-  has_pop = data.population_logits is not None
-  pp = _probs(data, True)[refs] if has_pop else None
+  has_population = data.population_logits is not None
+  population_prob = _probs(data, True)[refs] if has_population else None
   totals = _totals(p, keep)
   chosen = [references.select(keep, t) for t in range(num_pseudo_targets)]
-  pop_refs = [references.population(len(refs), pp.shape[1], t) if has_pop else None
-              for t in range(num_pseudo_targets)]
+  population_refs = [references.population(len(refs), population_prob.shape[1], t)
+                     if has_population else None for t in range(num_pseudo_targets)]
   mean_auc = []
   for a in grid:
     _check_params(a, gamma)
     aucs = []
     for t in range(num_pseudo_targets):
-      scores = _target_scores(p, keep, t, chosen[t], totals, pp, pop_refs[t], True, a,
-                              gamma)
+      scores = _target_scores(p, keep, t, chosen[t], totals, population_prob,
+                              population_refs[t], True, a, gamma)
       fpr, tpr, _ = metrics.roc_curve(scores, keep[t])
       aucs.append(metrics.auc(fpr, tpr))
     mean_auc.append(np.mean(aucs))
