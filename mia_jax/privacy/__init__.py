@@ -19,13 +19,15 @@ epsilon = accounting.epsilon(sigma, q, steps, delta, sampling=...).
 
 from mia_jax.privacy.accounting import calibrate_noise, dp_event, epsilon
 from mia_jax.privacy.auditing import epsilon_lower_bound
-from mia_jax.privacy.clipping import (ClipAux, apply_fn_for, check_dp_compatible,
-                                      clipped_grad_sum, per_example_xent)
-from mia_jax.privacy.noise import gaussian_noise, privatize, step_key
-from mia_jax.privacy.sampling import PoissonSampler, ShuffleSampler, poisson_max_batch
+from mia_jax.privacy.clipping import (ClipAux, ClippedGrad, apply_fn_for, check_dp_compatible,
+                                      clipped_grad, clipped_grad_sum, per_example_xent)
+from mia_jax.privacy.noise import (PrivatizerState, gaussian_noise, gaussian_privatizer,
+                                   privatize, step_key)
+from mia_jax.privacy.sampling import PoissonSampler, poisson_max_batch
 
 __all__ = [
-    "ClipAux", "PoissonSampler", "ShuffleSampler", "apply_fn_for", "calibrate_noise",
-    "check_dp_compatible", "clipped_grad_sum", "dp_event", "epsilon", "epsilon_lower_bound",
-    "gaussian_noise", "per_example_xent", "poisson_max_batch", "privatize", "step_key",
+    "ClipAux", "ClippedGrad", "PoissonSampler", "PrivatizerState", "apply_fn_for",
+    "calibrate_noise", "check_dp_compatible", "clipped_grad", "clipped_grad_sum", "dp_event",
+    "epsilon", "epsilon_lower_bound", "gaussian_noise", "gaussian_privatizer",
+    "per_example_xent", "poisson_max_batch", "privatize", "step_key",
 ]

@@ -1,18 +1,19 @@
 """(epsilon, delta) accounting for DP-SGD with dp_accounting (PLD by default, RDP on request).
 
 The DP events are built here directly from dp_accounting (not jax_privacy's DpParams wrapper,
-which wants integer batch sizes and has no shuffle sampler); each matches one sampler of
-mia_jax.privacy.sampling:
+which wants integer batch sizes and has no shuffle sampler); each matches one sampler of the
+trainer:
 
-- sampling="poisson": PoissonSampledDpEvent(q, GaussianDpEvent(sigma)) composed `steps` times,
-  add/remove-one adjacency. With max_batch (and num_examples) given, the padded sampler's
-  truncation is accounted exactly by TruncatedSubsampledGaussianDpEvent (PLD only).
-- sampling="shuffle": shuffled fixed-size batches, each example once per epoch. No amplification
-  by sampling is claimed: each epoch is one GaussianDpEvent(sigma) for every example (it lies in
-  exactly one batch; sensitivity C under zero-out adjacency), composed over
-  E = ceil(steps / ceil(1 / q)) epochs, which is exactly GaussianDpEvent(sigma / sqrt(E)).
-  A valid, conservative bound; treating shuffling as Poisson is not justified (Chua et al.
-  2024 show it can understate epsilon).
+- sampling="poisson" (mia_jax.privacy.sampling.PoissonSampler): PoissonSampledDpEvent(q,
+  GaussianDpEvent(sigma)) composed `steps` times, add/remove-one adjacency. With max_batch (and
+  num_examples) given, the padded sampler's truncation is accounted exactly by
+  TruncatedSubsampledGaussianDpEvent (PLD only).
+- sampling="shuffle" (the trainer's uniform sampler, mia_jax.training.samplers): shuffled
+  fixed-size batches, each example once per epoch. No amplification by sampling is claimed:
+  each epoch is one GaussianDpEvent(sigma) for every example (it lies in exactly one batch;
+  sensitivity C under zero-out adjacency), composed over E = ceil(steps / ceil(1 / q)) epochs,
+  which is exactly GaussianDpEvent(sigma / sqrt(E)). A valid, conservative bound; treating
+  shuffling as Poisson is not justified (Chua et al. 2024 show it can understate epsilon).
 
 Guarantee: the training run is (epsilon, delta)-DP for the returned epsilon, provided the sampler,
 the clipping bound C and the noise N(0, (sigma C)^2) on the clipped SUM are as described.

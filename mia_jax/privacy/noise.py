@@ -1,69 +1,60 @@
-"""Gaussian noise for DP-SGD, keyed by (run key, step).
+"""The DP-SGD privatiser: Gaussian noise on the clipped sum, as an optax transformation.
 
-Written by hand instead of jax_privacy's `gaussian_privatizer` or jax.random.normal:
-- keys: that is a stateful optax transform whose key is split step by step and must be
-  checkpointed with the optimizer state. Here the noise key is a pure function of the run's
-  noise key and the step, fold_in(key, step): every step draws fresh noise, a resumed run
-  redraws exactly the noise it would have drawn, and a train step vmapped over models needs one
-  key per model. The generator is plain jnp code, so vmap maps it over the models' keys and
-  vmapped noise equals per-model noise (tested).
-- speed: on a CPU jax.random runs Threefry-2x32 as a rolled lax.fori_loop that XLA cannot fuse,
-  and the previous version here (XLA's native Threefry, lax.rng_bit_generator, then
-  jax.random.normal's erf_inv transform, in place in 64K-value blocks of a fori_loop) cost
-  0.55x a whole plain step of the 1.317M-parameter Purchase100 MLP.
+`gaussian_privatizer(noise_multiplier=sigma, l2_sensitivity=C, expected_batch_size=B)` is an
+optax.GradientTransformationExtraArgs; a DP optimiser is `optax.chain(privatizer, tx)` (chain
+forwards the `noise_key` extra argument to it and drops it for transformations without extra
+arguments). Its update maps the sum of clipped per-example gradients g to
 
-The generator. Leaf i of the pytree gets the key fold_in(fold_in(key, step), i) (the same
-derivation as jax.random.fold_in, tested). Values 2b and 2b + 1 of the leaf (row-major) are the
-Box-Muller pair of block b, the two 32-bit words (w0, w1) of Threefry-2x32 (the 20-round cipher
-of jax.random; known-answer tested) at counter (0, b) under the leaf key:
+    (g + N(0, (sigma C)^2 I)) / B,
+
+noise keyed by fold_in(noise_key, count), where count is the privatiser's own step counter
+(its state). Privacy guarantee: g has L2 sensitivity C (add/remove one example; see
+clipping.clipped_grad), so this is the Gaussian mechanism with noise multiplier sigma that
+mia_jax.privacy.accounting accounts for; B is the public expected batch size, never the
+realised one (which depends on the data).
+
+Where mia_jax departs from jax_privacy's `gaussian_privatizer(stddev=, prng_key=)` (a
+`matrix_factorization_privatizer` with the identity matrix), and why:
+- keys: its state is a key, split every step. Here the state is the step count and the key
+  comes with each update (`noise_key`): the trainer derives one key per (model, step) and the
+  DP step folds a noise stream into it, so the noise is a pure function of (key, step), a
+  resumed run redraws exactly the noise it would have drawn, no key lives in the checkpoint,
+  and the ensemble vmaps one privatiser over its models' keys (vmapped noise equals per-model
+  noise, tested). Folding the count in as well keeps the noise fresh every step even for a
+  caller that passes one fixed key.
+- the division by B happens here (jax_privacy's clipping does it with `normalize_by`), so the
+  generator, the sum and the division are one fused pass per leaf.
+- correlated noise (matrix factorisation) is not offered: the accountants here assume i.i.d.
+  Gaussian noise per step.
+
+The generator, written by hand because jax.random on a CPU runs Threefry-2x32 as a rolled
+loop that XLA cannot fuse (timings: experiments/results/bench_dp.md). Leaf i of the pytree gets
+the key fold_in(step key, i) (the same derivation as jax.random.fold_in, tested). Values 2b and
+2b + 1 of the leaf (row-major) are the Box-Muller pair of block b, the two 32-bit words
+(w0, w1) of Threefry-2x32 (the 20-round cipher of jax.random; known-answer tested) at counter
+(0, b) under the leaf key:
 
     (z_2b, z_2b+1) = sqrt(-2 log(1 - U(w0))) * (cos, sin)(2 pi U(w1)),  U(w) = (w >> 9) / 2^23,
 
 i.i.d. N(0, 1) for independent uniforms, with 23 random bits each (the float32 mantissa; 1 - U
 is in (0, 1], so the log is finite). |z| <= 5.64: a tail cut at probability 2^-23, like
-jax.random.normal's float32 erf_inv (which cuts at |z| ~ 5.1). sin/cos: exact reduction by
-symmetry to [0, pi/2] and a degree-14 Taylor polynomial, error < 2e-7 over all 2^23 inputs
-(XLA's own sin/cos are scalar calls on CPU, 4x slower). Everything is elementwise jnp code, so
-XLA fuses the cipher, the transform and (g + sigma C z) / B into one vectorised loop per leaf,
-split over the cores.
-
-Measured (2-core CPU under load, interleaved rounds; privatize alone on the MLP's 1.317M
-values, q25 of 100 rounds, and the whole DP step / the plain step, median of 80):
-  previous (rng_bit_generator Threefry + erf_inv, 64K blocks)   9.2 ms   step 1.51x
-    same with RNG_PHILOX (Philox-4x32-10; 64-bit multiplies)   17.8 ms
-    same without blocks                                        7.8 ms   step 1.56x, memory 1.80x
-  unrolled jnp Threefry + erf_inv (xor of the two words)       5.8 ms   step 1.34x
-  Box-Muller, one value per block (cos only)                   4.3 ms   step 1.27x
-  Box-Muller pairs (this module)                               3.1 ms   step 1.24x
-  no noise at all (clipped sum / B)                            1.0 ms   step 1.06x
-What made the difference:
-- the 64K fori_loop blocks ran single-threaded (XLA does not split in-place
-  dynamic-update-slice fusions over cores) and derived a key per block with jax.random's rolled
-  Threefry; rng_bit_generator's Threefry computes in 64-bit counters and is 1.7x slower than the
-  unrolled 32-bit jnp one.
-- erf_inv costs more than log + sqrt + a polynomial cos.
-- XLA emits each output value separately, so a block is normally computed once per value. When
-  the pair is a trailing axis of size 2 whose block index does not depend on it (the leaf viewed
-  as [rows, cols / 2, 2]), the compiled loop computes it once for both (25% less time). A
-  reshape inside the fusion undoes that; leaves with an odd last dimension, or fewer than 4
-  rows, use a [rows, cols] view with one block computation per value (same values).
-- the noisy gradient feeds the optimizer's two moment updates. Left to itself, XLA split the
-  generator into several fusions and recomputed it inside each consumer (1.8x the plain step's
-  memory without blocks). Each leaf is therefore produced as the concatenation of its two row
-  halves, which XLA materialises once: memory 1.12x plain, no parameter-sized buffer besides the
-  noisy gradient itself. (lax.optimization_barrier does not help: XLA's CPU pipeline drops it.)
-
-Privacy guarantee: `privatize` adds N(0, (sigma C)^2 I) to the SUM of clipped gradients, whose
-L2 sensitivity is C (add/remove one example), then divides by the public expected batch size
-(never the realised batch size, which depends on the data). This is the Gaussian mechanism
-with noise multiplier sigma that `mia_jax.privacy.accounting` accounts for.
+jax.random.normal's float32 erf_inv. sin/cos: exact reduction by symmetry to [0, pi/2] and a
+degree-14 Taylor polynomial, error < 2e-7 over all 2^23 inputs (XLA's own sin/cos are scalar
+calls on CPU). Everything is elementwise jnp code, so XLA fuses the cipher, the transform and
+(g + sigma C z) / B into one vectorised loop per leaf, split over the cores. Two layout choices
+keep it so: a leaf is viewed as [rows, cols / 2, 2] (the Box-Muller pair on a trailing axis of
+size 2, so the compiled loop computes each block once for both values), and it is produced as
+the concatenation of its two row halves, which XLA materialises once instead of recomputing the
+generator inside each of the optimiser's consumers (lax.optimization_barrier does not help:
+XLA's CPU pipeline drops it).
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _ONE = np.uint32(0x3F800000)  # float32 1.0
@@ -221,3 +212,54 @@ def privatize(
   kd = _fold_in(_key_data(key), jnp.asarray(step, jnp.uint32))  # = step_key(key, step)
   return _map_noise(kd, grad_sum, noise_multiplier * clip_norm,
                     lambda g, z: (g + z) / expected_batch_size)
+
+
+class PrivatizerState(NamedTuple):
+  """The privatiser's state: count, the int32 number of updates so far (the noise's step)."""
+  count: jax.Array
+
+
+def gaussian_privatizer(*, noise_multiplier: float, l2_sensitivity: float,
+                        expected_batch_size: float) -> optax.GradientTransformationExtraArgs:
+  """The Gaussian privatiser: update(g, state, params=None, *, noise_key) -> ((g + z) / B, state').
+
+  Args:
+    noise_multiplier: sigma (the accountant's); 0 adds no noise (dp.fault='no_noise' only).
+    l2_sensitivity: C, the clipped sum's L2 sensitivity (clipping.ClippedGrad.l2_sensitivity
+      of a correct step; the claimed clip norm).
+    expected_batch_size: B = q * n, a public constant.
+
+  Returns:
+    An optax.GradientTransformationExtraArgs. init(params) -> PrivatizerState(count=0);
+    update(grad_sum, state, params=None, *, noise_key, **ignored) adds z ~ N(0, (sigma C)^2 I)
+    drawn from fold_in(noise_key, state.count), divides by B, and counts the step. grad_sum is
+    any pytree (the sum of clipped per-example gradients); the output is shaped and typed
+    like it. noise_key: a jax.random key (typed or raw uint32[2]) used for nothing else.
+
+  Example:
+    >>> tx = optax.chain(gaussian_privatizer(noise_multiplier=1.0, l2_sensitivity=1.0,
+    ...                                      expected_batch_size=32.0), optax.sgd(0.1))
+    >>> params = {"w": jnp.zeros(3)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(params, state, params, noise_key=jax.random.key(0))
+    >>> updates["w"].shape, int(state[0].count)
+    ((3,), 1)
+  """
+  stddev = noise_multiplier * l2_sensitivity
+
+  def init_fn(params):
+    del params
+    return PrivatizerState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None, *, noise_key=None, **extra_args):
+    del params, extra_args
+    if isinstance(noise_multiplier, (int, float)) and noise_multiplier == 0:
+      noisy = jax.tree.map(lambda g: g / expected_batch_size, updates)
+    elif noise_key is None:
+      raise ValueError("gaussian_privatizer.update needs noise_key=<a fresh key per model>")
+    else:
+      kd = _fold_in(_key_data(noise_key), state.count.astype(jnp.uint32))
+      noisy = _map_noise(kd, updates, stddev, lambda g, z: (g + z) / expected_batch_size)
+    return noisy, PrivatizerState(count=state.count + 1)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

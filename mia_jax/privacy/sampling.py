@@ -1,38 +1,35 @@
-"""Host-side (NumPy) batch samplers with static shapes, each paired with its accounting.
+"""Poisson sampling for an ensemble of DP-SGD runs, with static padded batches (host-side NumPy).
 
-Every batch is (indices [max_batch] int64, mask [max_batch] float32): padding slots hold index 0
-(any valid row; its gradient is zeroed by mask 0), so a jitted step sees one shape throughout.
+ONE sampler, used by the trainer and matched by the accountant. Model m of an ensemble is its
+own DP-SGD run over its own kept examples (keep[m], n_m of them): at every step each of them
+joins model m's batch independently with probability q_m = expected_batch_size / n_m, what the
+accountants (dp_accounting's PoissonSampledDpEvent, and its truncated variant) assume. The
+draws of model m in epoch e come from numpy's PCG64 seeded by (seed, e, model id, 7), so they do
+not depend on which other models are trained alongside, on chunking, or on resuming.
 
-- PoissonSampler: each example joins each step independently with rate q = expected / n
-  (jax_privacy.batch_selection.CyclicPoissonSampling draws the indices). The batch is padded to
-  `max_batch`; by default the smallest size whose overflow probability P[Binomial(n, q) >
-  max_batch] is at most `overflow_prob` (1e-6) per step. On overflow, a uniform random subset of
-  max_batch sampled examples is kept (truncated Poisson sampling); accounting.epsilon(...,
-  sampling="poisson", max_batch=m, num_examples=n) accounts for the truncation exactly (PLD,
-  dp_accounting.TruncatedSubsampledGaussianDpEvent); at overflow 1e-6 it matches untruncated
-  Poisson to 3 digits (CIFAR-10 setting: 14.31 vs 14.27).
-- ShuffleSampler: the data are shuffled each epoch and cut into fixed-size batches, the last one
-  padded, so every example is used exactly once per epoch. Standard accountants assume Poisson
-  sampling and do not cover this; accounting.epsilon(..., sampling="shuffle") uses the
-  conservative bound without amplification by sampling: one Gaussian mechanism of sensitivity C
-  per epoch (each example is in exactly one batch), composed over epochs, under the zero-out
-  (replace-with-null) adjacency. It is valid but far larger than the Poisson figure.
+Static shapes: a jitted step sees one batch shape throughout, so each step's draw is padded to
+`max_batch` slots with a mask (padding slots hold the model's own first example, mask False;
+their gradient is zeroed by the mask). By default max_batch is the smallest m with
+P[Binomial(n_m, q_m) > m] <= overflow_prob (1e-6) for every model. A draw above max_batch keeps
+a uniform random subset of max_batch (truncated Poisson sampling), which
+accounting.epsilon(..., max_batch=m, num_examples=n) accounts for exactly (PLD,
+dp_accounting.TruncatedSubsampledGaussianDpEvent); `truncation_prob` states the per-step bound.
 
-Written over jax_privacy's batch selection (which yields variable-size index arrays) to add the
-static padding, the mask and the default max_batch.
+Where mia_jax departs from jax_privacy's batch_selection.CyclicPoissonSampling (which yields one
+run's variable-size index arrays): one sampler draws every model of the ensemble, and it pads
+to a static size with a mask. It implements the trainer's sampler protocol
+(mia_jax.training.samplers): steps_per_epoch, batch_size, epoch(epoch, model_ids).
 """
 
 import dataclasses
 import math
-from typing import Iterator
 
 import numpy as np
-from jax_privacy import batch_selection
 from scipy import stats
 
 from mia_jax.errors import ConfigError
 
-Batch = tuple[np.ndarray, np.ndarray]  # (indices [max_batch] int64, mask [max_batch] float32)
+_STREAM = 7   # the Poisson draws' own seed word, apart from the uniform sampler's permutations
 
 
 def poisson_max_batch(num_examples: int, expected_batch_size: float,
@@ -45,81 +42,85 @@ def poisson_max_batch(num_examples: int, expected_batch_size: float,
   return max(m, 1)
 
 
-def _pad(indices: np.ndarray, max_batch: int) -> Batch:
-  idx = np.zeros(max_batch, np.int64)
-  mask = np.zeros(max_batch, np.float32)
-  idx[:len(indices)] = indices
-  mask[:len(indices)] = 1.0
-  return idx, mask
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class PoissonSampler:
-  """Poisson sampling with rate expected_batch_size / num_examples, padded to max_batch.
+  """Poisson batches of every model of an ensemble, padded to a static max_batch.
 
-  Accounting: accounting.epsilon(sigma, self.sampling_rate, steps, delta, sampling="poisson",
-  max_batch=self.max_batch, num_examples=self.num_examples).
+  Attributes:
+    keep: bool [M, N]: model m trains on pool example i.
+    expected_batch_size: q_m * n_m, the same for every model (a public constant).
+    seed: the run's seed.
+    steps_per_epoch: S; default ceil(max_m n_m / expected_batch_size) (one pass in expectation).
+    max_batch: the static padded batch B; default from `overflow_prob` (module docstring).
+    overflow_prob: the bound on P[a step's draw exceeds max_batch] used for the default.
+
+  Example:
+    >>> sampler = PoissonSampler(keep=np.ones((2, 100), bool), expected_batch_size=10, seed=0)
+    >>> idx, mask = sampler.epoch(0, np.arange(2))
+    >>> idx.shape == mask.shape == (2, sampler.steps_per_epoch, sampler.batch_size)
+    True
   """
-  num_examples: int
+  keep: np.ndarray
   expected_batch_size: float
-  steps: int
+  seed: int
+  steps_per_epoch: int | None = None
   max_batch: int | None = None
   overflow_prob: float = 1e-6
 
   def __post_init__(self):
-    if not 0 < self.expected_batch_size <= self.num_examples:
+    keep = np.asarray(self.keep, bool)
+    if keep.ndim != 2:
+      raise ConfigError(f"keep must be a bool matrix [models, examples], got shape {keep.shape}")
+    sizes = keep.sum(axis=1)
+    if not 0 < self.expected_batch_size <= sizes.min():
       raise ConfigError(f"expected batch size {self.expected_batch_size} must be in (0, "
-                        f"{self.num_examples}]; set --config.batch_size")
+                        f"{int(sizes.min())}] (the fewest examples of a model); "
+                        "set --config.train.batch_size")
+    object.__setattr__(self, "keep", keep)
+    if self.steps_per_epoch is None:
+      object.__setattr__(self, "steps_per_epoch",
+                         max(1, math.ceil(int(sizes.max()) / self.expected_batch_size)))
     if self.max_batch is None:
-      object.__setattr__(self, "max_batch", poisson_max_batch(
-          self.num_examples, self.expected_batch_size, self.overflow_prob))
+      object.__setattr__(self, "max_batch", max(
+          poisson_max_batch(int(n), self.expected_batch_size, self.overflow_prob)
+          for n in np.unique(sizes)))
     elif self.max_batch < 1:
       raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
 
   @property
-  def sampling_rate(self) -> float:
-    return self.expected_batch_size / self.num_examples
-
-  def batches(self, rng: np.random.Generator | int) -> Iterator[Batch]:
-    """Yields `steps` padded batches; on overflow keeps a uniform subset of max_batch."""
-    strategy = batch_selection.CyclicPoissonSampling(
-        sampling_prob=self.sampling_rate, iterations=self.steps,
-        truncated_batch_size=self.max_batch)
-    for indices in strategy.batch_iterator(self.num_examples, rng=np.random.default_rng(rng)):
-      yield _pad(indices, self.max_batch)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ShuffleSampler:
-  """Shuffled fixed-size batches, each example once per epoch, the last batch padded.
-
-  steps_per_epoch = ceil(n / batch_size). Accounting: accounting.epsilon(sigma,
-  self.sampling_rate, steps, delta, sampling="shuffle") (no amplification; see module doc).
-  """
-  num_examples: int
-  batch_size: int
-  epochs: int
-
-  def __post_init__(self):
-    if not 0 < self.batch_size <= self.num_examples:
-      raise ConfigError(f"batch size {self.batch_size} must be in (0, {self.num_examples}]; "
-                        "set --config.batch_size")
+  def batch_size(self) -> int:
+    """The static padded batch size B (the sampler protocol's name for max_batch)."""
+    return self.max_batch
 
   @property
-  def sampling_rate(self) -> float:
-    return self.batch_size / self.num_examples
+  def sampling_rates(self) -> np.ndarray:
+    """float [M]: model m's per-example, per-step inclusion probability q_m."""
+    return self.expected_batch_size / self.keep.sum(axis=1)
 
   @property
-  def steps_per_epoch(self) -> int:
-    return math.ceil(self.num_examples / self.batch_size)
+  def truncation_prob(self) -> float:
+    """The largest per-step probability, over models, that a draw exceeds max_batch."""
+    sizes = np.unique(self.keep.sum(axis=1))
+    return float(max(stats.binom.sf(self.max_batch, n, self.expected_batch_size / n)
+                     for n in sizes))
 
-  @property
-  def steps(self) -> int:
-    return self.epochs * self.steps_per_epoch
+  def epoch(self, epoch: int, model_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of model_ids' batches: idx int32 [m, S, B] into the pool, mask bool [m, S, B].
 
-  def batches(self, rng: np.random.Generator | int) -> Iterator[Batch]:
-    rng = np.random.default_rng(rng)
-    for _ in range(self.epochs):
-      perm = rng.permutation(self.num_examples)
-      for start in range(0, self.num_examples, self.batch_size):
-        yield _pad(perm[start:start + self.batch_size], self.batch_size)
+    Deterministic in (seed, epoch, model id): model_ids are global ids into keep's rows.
+    """
+    model_ids = np.asarray(model_ids)
+    shape = (len(model_ids), self.steps_per_epoch, self.max_batch)
+    idx, mask = np.zeros(shape, np.int32), np.zeros(shape, bool)
+    for row, model_id in enumerate(model_ids):
+      own = np.flatnonzero(self.keep[model_id])
+      rng = np.random.default_rng([self.seed, epoch, int(model_id), _STREAM])
+      rate = self.expected_batch_size / len(own)
+      idx[row] = own[0]
+      for step in range(self.steps_per_epoch):
+        chosen = own[rng.random(len(own)) < rate]
+        if len(chosen) > self.max_batch:
+          chosen = rng.choice(chosen, self.max_batch, replace=False)
+        idx[row, step, :len(chosen)] = chosen
+        mask[row, step, :len(chosen)] = True
+    return idx, mask
