@@ -30,6 +30,7 @@ from mia_jax.errors import ConfigError
 from mia_jax.metrics import roc
 from mia_jax.metrics.roc import Tally
 
+
 CONFIDENCE = 0.95            # the level of every "*_ci95" interval
 
 
@@ -42,15 +43,19 @@ def auc_interval(t: Tally, confidence: float = CONFIDENCE) -> tuple[float, float
   """
   return _auc_ci(*_mann_whitney(t), t.num_members, t.num_nonmembers, confidence)
 
+
 def _mann_whitney(t: Tally) -> tuple[float, float]:
   """(AUC as the Mann-Whitney statistic, ties one half; DeLong's variance of it)."""
   n_mem, n_non = t.num_members, t.num_nonmembers
   v_mem = (n_non - t.fps + 0.5 * t.nonmembers) / n_non   # [G]: the placement of a member there
   v_non = (t.tps - 0.5 * t.members) / n_mem              # [G]: the placement of a non-member
-  a = float(np.dot(t.members, v_mem) / n_mem)
-  var = (np.dot(t.members, (v_mem - a) ** 2) / max(n_mem - 1, 1) / n_mem
-         + np.dot(t.nonmembers, (v_non - a) ** 2) / max(n_non - 1, 1) / n_non)
+  # sums of products, not np.dot: a float dot goes to the multithreaded BLAS, whose threads
+  # spin for the cores when other processes hold them
+  a = float(np.sum(t.members * v_mem) / n_mem)
+  var = (np.sum(t.members * (v_mem - a) ** 2) / max(n_mem - 1, 1) / n_mem
+         + np.sum(t.nonmembers * (v_non - a) ** 2) / max(n_non - 1, 1) / n_non)
   return a, float(var)
+
 
 def _auc_ci(a: float, var: float, n_mem: int, n_non: int,
             confidence: float = CONFIDENCE) -> tuple[float, float]:
