@@ -136,7 +136,9 @@ def comparison(result: dict, before: dict, label: str) -> list[str]:
   another commit's on the same machine): each attack's scores, its marginal target, and the
   totals, with the ratio now / before."""
   old = {r["attack"]: r for r in before["attacks"]}
-  lines = [f"Against {label} (its bench_attacks.json; ratio = now / before):", "",
+  load = before.get("load_average_1min")
+  at = f", run at 1-minute load {load[0]:.1f}-{load[1]:.1f}" if load else ""
+  lines = [f"Against {label} (its bench_attacks.json{at}; ratio = now / before):", "",
            "| attack | scores (s) now / before | ratio | s per extra target now / before | "
            "ratio |", "|---|---:|---:|---:|---:|"]
   ratio = lambda a, b: f"{a / b:.2f}" if b > 0 else "n/a"
@@ -163,7 +165,10 @@ def markdown(result: dict, rows: list[dict]) -> list[str]:
       "# Attack benchmark (CPU)", "",
       f"Synthetic float32 logits M={m} models, N={n} examples, Q={q} queries, C={c} classes "
       f"({m * n * q * c * 4 / 2**30:.2f} GiB); {len(targets)} targets {targets}; "
-      f"{result['cpu_count']} CPU cores (shared), numpy {result['numpy']}. Generated in "
+      f"{result['cpu_count']} CPU cores (shared; 1-minute load average "
+      f"{result['load_average_1min'][0]:.1f} at the start, "
+      f"{result['load_average_1min'][1]:.1f} at the end), numpy "
+      f"{result['numpy']}. Generated in "
       f"{result['generate_s']:.1f}s; peak RSS after generation "
       f"{result['rss_after_generation_gib']:.2f} GiB.", "",
       "Attacks run in this order on one AttackData; the first to need a shared cache "
@@ -213,6 +218,7 @@ def main():
   shape = (args.models, args.examples, args.queries, args.classes)
   targets = list(range(args.targets))
 
+  load_start = os.getloadavg()[0]
   t0 = time.perf_counter()
   data = synthetic(*shape)
   gen_s = time.perf_counter() - t0
@@ -240,6 +246,7 @@ def main():
       **arrays, "scaling_one_target_s": scaling_s, "scaling_sizes": curve["sizes"],
       "scaling_attacks": sorted(curve["attacks"]),
       "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+      "load_average_1min": [load_start, os.getloadavg()[0]],
       "numpy": np.__version__, "attacks": rows,
   }
   lines = markdown(result, rows)
