@@ -891,6 +891,10 @@ def test_array_functions_reject_bad_shapes():
     lira.score(rng.normal(size=10), shadows, shadow_in)
   with pytest.raises(ConfigError, match="shadow_in"):
     lira.score(rng.normal(size=(10, 1)), shadows, shadow_in.astype(int))
+  with pytest.raises(ConfigError, match="K >= 1"):
+    lira.score(rng.normal(size=(10, 1)), shadows[:0], shadow_in[:0])
+  with pytest.raises(ConfigError, match="K >= 1"):
+    rmia.score(rng.random(10), rng.random((0, 10)), shadow_in[:0], z_pool=shadow_in[0])
   with pytest.raises(ConfigError, match="variant"):
     lira.score(rng.normal(size=(10, 1)), shadows, shadow_in, variant="online_fixed")
   with pytest.raises(ConfigError, match="z samples"):

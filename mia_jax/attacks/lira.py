@@ -92,6 +92,9 @@ def fit(shadow_signal: np.ndarray, shadow_in: np.ndarray, mask: Optional[np.ndar
     "k": int [N] references of the group, "global_sigma", "total_sigma": float}.
   """
   shadows = np.asarray(shadow_signal)
+  if shadows.ndim != 3 or shadows.shape[0] == 0:
+    raise ConfigError(f"LiRA needs shadow_signal [K, N, Q] with K >= 1 shadows, got "
+                      f"{shadows.shape}")
   _, shadows, inside, mask = _check_arrays(shadows[0], shadows, shadow_in, mask)
   none = np.zeros(shadows.shape[1], bool)
   anchor = shadows[0]      # read only where an entry is left out: never here

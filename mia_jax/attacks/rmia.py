@@ -164,8 +164,9 @@ def prior(reference_prob: np.ndarray, reference_in: np.ndarray, *, offline: bool
   the OUT references' mean; offline: 0.5 ((1 + a) mean_OUT + (1 - a)).
   """
   p = np.asarray(reference_prob)
-  if p.ndim != 2:
-    raise ConfigError(f"RMIA reference_prob must be [K, N], got {p.shape}")
+  if p.ndim != 2 or p.shape[0] == 0:
+    raise ConfigError(f"RMIA reference_prob must be [K, N] with K >= 1 references, got "
+                      f"{p.shape}")
   inside = _flags("reference_in", reference_in, p.shape)
   mask = _flags("mask", mask, p.shape)
   means = []
