@@ -5,6 +5,8 @@ namespace unless its first line is `# continues the previous block`; then it run
 namespace its predecessor left (so a chain of blocks is one test, named by its first block's
 position). What a block prints is captured, and must be non-empty where it prints; a block
 checks its own claims with assert or numpy.testing, so it fails here when they stop holding.
+A chain with a line `# slow` in one of its blocks (over ~20 s on the 2-core CPU) is marked
+slow, so it runs with the slow tests.
 """
 
 import contextlib
@@ -17,6 +19,7 @@ import pytest
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 SECTION = "## Using the pieces on their own"
 CONTINUES = "# continues the previous block"
+SLOW = "# slow"
 
 
 def _section(text: str) -> str:
@@ -57,7 +60,13 @@ def test_the_section_has_examples_and_chains_are_well_formed():
                     ["a = 1\n", f"{CONTINUES}\nb = a\n"]]
 
 
-@pytest.mark.parametrize("index", range(len(_chains())), ids=lambda i: f"chain{i}")
+def _params():
+  slow = lambda chain: any(line.strip() == SLOW for b in chain for line in b.splitlines())
+  return [pytest.param(i, marks=[pytest.mark.slow] if slow(c) else [], id=f"chain{i}")
+          for i, c in enumerate(_chains())]
+
+
+@pytest.mark.parametrize("index", _params())
 def test_readme_example_runs(index):
   namespace = {"__name__": "__readme__"}
   for block in _chains()[index]:
