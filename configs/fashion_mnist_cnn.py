@@ -31,7 +31,7 @@ def get_config(arg: str = ""):
   config.train.epochs = 10
   config.train.batch_size = 128
   config.train.strategy = "auto"     # vmap | loop | shared | sharded | auto
-  config.train.conv = "auto"         # lax | im2col | forward | auto (strategies.resolve)
+  config.train.conv = "auto"         # lax | im2col | forward | auto (mapping.resolve)
   config.train.chunk_size = 16       # models trained (and checkpointed) together; 0 = all
   config.inference.dtype = "float16"
   config.attack.num_targets = 8

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mia_jax import attacks, config_lib, data, inference, log_filter, models, pipeline
 from mia_jax.data import canaries as canaries_lib
 from mia_jax.privacy import auditing
-from mia_jax.training import ensemble
+from mia_jax.training import from_config
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "fashion_mnist_dp.py")
@@ -119,9 +119,9 @@ def mirror_of_nodp(root: str, log) -> dict:
   model = models.build(config.model, ds.num_classes)
   with tempfile.TemporaryDirectory() as tmp:
     shutil.copytree(os.path.join(src, "checkpoints"), os.path.join(tmp, "checkpoints"))
-    result = ensemble.train_ensemble(model, config.train, ds.pool_x, ds.pool_y, keep,
-                                     seed=int(config.seed), val=(ds.val_x, ds.val_y),
-                                     checkpoint_dir=os.path.join(tmp, "checkpoints"), log=log)
+    result = from_config.train_from_config(model, config.train, ds.pool_x, ds.pool_y, keep,
+                                           seed=int(config.seed), val=(ds.val_x, ds.val_y),
+                                           checkpoint_dir=os.path.join(tmp, "checkpoints"), log=log)
   logits = np.asarray(inference.query_logits(model, result.state, ds.pool_x, "mirror",
                                              int(config.inference.batch_size),
                                              augment_cfg=config.train.augment))

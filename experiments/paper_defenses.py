@@ -32,7 +32,7 @@ import numpy as np
 
 from mia_jax import attacks, inference, metrics, stats
 from mia_jax.defenses import ensemble_defense, unlearning
-from mia_jax.training import curriculum
+from mia_jax.training import from_config, steps
 
 ROWS = ("curriculum", "augmentation", "ensemble", "ensemble_bagging", "unlearning")
 NAMES = {"curriculum": "curriculum learning", "augmentation": "data augmentation",
@@ -128,7 +128,7 @@ def curriculum_row(ctx, model) -> dict:
   if os.path.isfile(d_path):
     diff = np.load(d_path)
   else:
-    diff = curriculum.reference_difficulty(model, tcfg, ctx.ds.val_x, ctx.ds.val_y, ctx.x, ctx.y,
+    diff = from_config.reference_difficulty(model, tcfg, ctx.ds.val_x, ctx.ds.val_y, ctx.x, ctx.y,
                                            seed=ctx.seed, batch_size=ctx.bs, log=ctx.log)
     os.makedirs(os.path.dirname(d_path), exist_ok=True)
     np.save(d_path, diff)
@@ -269,11 +269,11 @@ def _approximate(ctx, model, state, keep, forget, method) -> tuple[list, float]:
 
 
 def _logits_of(ctx, model, variables) -> np.ndarray:
-  from mia_jax.training import steps  # pylint: disable=import-outside-toplevel
-  state = steps.ModelState(params=jax.tree.map(lambda *a: np.stack(a), *[v[0] for v in variables]),
+  state = steps.TrainState(step=None, params=jax.tree.map(lambda *a: np.stack(a),
+                                                          *[v[0] for v in variables]),
                            batch_stats=jax.tree.map(lambda *a: np.stack(a),
                                                     *[v[1] for v in variables]),
-                           opt_state=None)
+                           opt_state=None, apply_fn=model.apply, tx=None)
   return inference.query_logits(model, state, ctx.x, ctx.q, ctx.bs)
 
 

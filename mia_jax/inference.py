@@ -25,6 +25,7 @@ import numpy as np
 
 from mia_jax.data import augment
 from mia_jax.training import steps
+from mia_jax.training.state import TrainState
 
 
 def query_record(queries: str, augment_cfg, input_ndim: int) -> dict:
@@ -38,7 +39,7 @@ def query_record(queries: str, augment_cfg, input_ndim: int) -> dict:
           "train_augment": {"crop_padding": crop, "flip": flip}}
 
 
-def query_logits(model: nn.Module, state: steps.ModelState, x: np.ndarray, queries: str = "train",
+def query_logits(model: nn.Module, state: TrainState, x: np.ndarray, queries: str = "train",
                  batch_size: int = 1024, dtype=np.float32, out: str | np.ndarray | None = None,
                  augment_cfg=None, progress=None) -> np.ndarray:
   """Logits [M, N, Q, C] of the M stacked models in `state` on x [N, ...].

@@ -17,7 +17,7 @@ from mia_jax.data import augment, membership
 from mia_jax.errors import ConfigError
 from mia_jax.privacy import auditing
 from mia_jax.training import dp as dp_lib
-from mia_jax.training import ensemble
+from mia_jax.training import from_config
 
 from conftest import load_config
 
@@ -247,8 +247,8 @@ def _memorisation_setup():
 def _memorisation_bound(config, x, y, keep, plan) -> float:
   """The run-level bound from the two models' losses on every point."""
   model = models.build(config.model, 4)
-  result = ensemble.train_ensemble(model, config.train, x, y, keep, seed=0,
-                                   log=lambda s: None, dp_plan=plan)
+  result = from_config.train_from_config(model, config.train, x, y, keep, seed=0,
+                                         log=lambda s: None, dp_plan=plan)
   logits = inference.query_logits(model, result.state, x, "none")
   scores = attacks.run("loss", attacks.AttackData(logits=logits, labels=y, keep=keep), [0, 1])
   return auditing.audit_targets(scores, keep, np.arange(len(y)), 1e-5)["epsilon_lower_bound"]

@@ -6,7 +6,7 @@ import pytest
 
 from mia_jax.data import membership
 from mia_jax.errors import ConfigError
-from mia_jax.training import curriculum, ensemble
+from mia_jax.training import curriculum, from_config, samplers
 
 
 def test_difficulty_against_numpy():
@@ -40,9 +40,9 @@ def test_curriculum_batches_follow_difficulty():
   keep = membership.keep_matrix(0, 4, 60)
   diff = np.random.default_rng(1).permutation(60).astype(float)   # distinct difficulties
   pacing = curriculum.pacing_schedule("linear", 5, start=0.3)
-  full_idx, _ = ensemble.epoch_batches(keep, 8, seed=0, epoch=0)
+  full_idx, _ = samplers.epoch_batches(keep, 8, seed=0, epoch=0)
   for epoch, frac in enumerate(pacing):
-    idx, mask = curriculum.curriculum_epoch_batches(keep, diff, pacing, 8, 0, epoch)
+    idx, mask = samplers.curriculum_epoch_batches(keep, diff, pacing, 8, 0, epoch)
     assert idx.shape == mask.shape == full_idx.shape               # S fixed: one compile
     assert idx.dtype == np.int32 and mask.dtype == np.float32
     for m in range(4):
@@ -54,21 +54,37 @@ def test_curriculum_batches_follow_difficulty():
       if epoch == 0:
         assert diff[real].max() < np.sort(diff[own])[len(easiest)]     # only easy ones
   # The last epoch holds every kept example, like a plain epoch.
-  np.testing.assert_array_equal(mask, ensemble.epoch_batches(keep, 8, seed=0, epoch=4)[1])
+  np.testing.assert_array_equal(mask, samplers.epoch_batches(keep, 8, seed=0, epoch=4)[1])
 
 
 def test_curriculum_batches_per_model_independent_and_checked():
   keep = membership.keep_matrix(0, 4, 60)
   diff = np.arange(60.0)
-  idx, mask = curriculum.curriculum_epoch_batches(keep, diff, 0.5, 8, 3, 1)
-  sub, sub_mask = curriculum.curriculum_epoch_batches(keep[2:3], diff, 0.5, 8, 3, 1,
-                                                      model_ids=[2])
+  idx, mask = samplers.curriculum_epoch_batches(keep, diff, 0.5, 8, 3, 1)
+  sub, sub_mask = samplers.curriculum_epoch_batches(keep[2:3], diff, 0.5, 8, 3, 1,
+                                                    model_ids=[2])
   n = int(mask[:, 2].sum())
   np.testing.assert_array_equal(sub[:, 0].ravel()[:n], idx[:, 2].ravel()[:n])
   with pytest.raises(ConfigError):
-    curriculum.curriculum_epoch_batches(keep, diff, [0.5, 1.0], 8, 0, epoch=2)
+    samplers.curriculum_epoch_batches(keep, diff, [0.5, 1.0], 8, 0, epoch=2)
   with pytest.raises(ConfigError):
-    curriculum.curriculum_epoch_batches(keep, diff[:10], 0.5, 8, 0, 0)
+    samplers.curriculum_epoch_batches(keep, diff[:10], 0.5, 8, 0, 0)
+
+
+def test_curriculum_sampler_is_the_epoch_batches_per_model():
+  keep = membership.keep_matrix(0, 4, 60)
+  diff = np.random.default_rng(2).normal(size=60)
+  pacing = curriculum.pacing_schedule("root", 3, start=0.4)
+  sampler = samplers.CurriculumSampler(keep, 8, 5, diff, pacing)
+  idx, mask = samplers.curriculum_epoch_batches(keep, diff, pacing, 8, 5, 1)
+  got_idx, got_mask = sampler.epoch(1, np.arange(4))
+  np.testing.assert_array_equal(got_idx, idx.transpose(1, 0, 2))
+  np.testing.assert_array_equal(got_mask, mask.transpose(1, 0, 2) > 0)
+  sub_idx, _ = sampler.epoch(1, np.array([3, 1]))          # global ids pick the rows
+  np.testing.assert_array_equal(sub_idx, got_idx[[3, 1]])
+  assert sampler.steps_per_epoch == samplers.steps_per_epoch(keep, 8) == got_idx.shape[1]
+  with pytest.raises(ConfigError, match="difficulty"):
+    samplers.CurriculumSampler(keep, 8, 5, diff[:9], pacing)
 
 
 def _curriculum_cfg(strategy="loop", **kw):
@@ -95,18 +111,19 @@ def test_curriculum_training_opens_only_the_easiest_examples_first(strategy):
   keep = membership.keep_matrix(1, 2, len(y))
   model = mlp.MLP(hidden=(8,), num_classes=3)
   cfg = _curriculum_cfg(strategy)
-  cur = ensemble.train_ensemble(model, cfg, x, y, keep, seed=2, log=lambda s: None,
-                                difficulty=diff)
+  train = lambda cfg, keep, **kw: from_config.train_from_config(model, cfg, x, y, keep, seed=2,
+                                                                log=lambda s: None, **kw)
+  cur = train(cfg, keep, difficulty=diff)
   plain_cfg = _curriculum_cfg(strategy)
   plain_cfg.curriculum.enabled = False
   easy = curriculum.open_keep(keep, diff, 0.5)
-  plain = ensemble.train_ensemble(model, plain_cfg, x, y, easy, seed=2, log=lambda s: None)
+  plain = train(plain_cfg, easy)
   for a, b in zip(jax.tree.leaves(cur.state.params), jax.tree.leaves(plain.state.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   # and differs from training on all kept examples
   plain_cfg_all = _curriculum_cfg(strategy)
   plain_cfg_all.curriculum.enabled = False
-  full = ensemble.train_ensemble(model, plain_cfg_all, x, y, keep, seed=2, log=lambda s: None)
+  full = train(plain_cfg_all, keep)
   assert not np.allclose(jax.tree.leaves(full.state.params)[0],
                          jax.tree.leaves(cur.state.params)[0])
 
@@ -125,21 +142,20 @@ def test_curriculum_training_needs_difficulty_and_refuses_dp():
   x, y, diff = _toy()
   keep = membership.keep_matrix(1, 2, len(y))
   model = mlp.MLP(hidden=(8,), num_classes=3)
+  train = lambda cfg, **kw: from_config.train_from_config(model, cfg, x, y, keep, seed=0,
+                                                          log=lambda s: None, **kw)
   with pytest.raises(ConfigError, match="difficulty"):
-    ensemble.train_ensemble(model, _curriculum_cfg(), x, y, keep, seed=0, log=lambda s: None)
+    train(_curriculum_cfg())
   with pytest.raises(ConfigError, match="difficulty"):
-    ensemble.train_ensemble(model, _curriculum_cfg(), x, y, keep, seed=0, log=lambda s: None,
-                            difficulty=diff[:5])
+    train(_curriculum_cfg(), difficulty=diff[:5])
   with pytest.raises(ConfigError, match="pacing"):
-    ensemble.train_ensemble(model, _curriculum_cfg(pacing="cubic"), x, y, keep, seed=0,
-                            log=lambda s: None, difficulty=diff)
+    train(_curriculum_cfg(pacing="cubic"), difficulty=diff)
   from conftest import tiny_config  # pylint: disable=import-outside-toplevel
   dpc = tiny_config().dp
   dpc.enabled = True
   plan = dp_lib.plan(dpc, keep, 8, 1)
   with pytest.raises(ConfigError, match="DP-SGD"):
-    ensemble.train_ensemble(model, _curriculum_cfg(), x, y, keep, seed=0, log=lambda s: None,
-                            difficulty=diff, dp_plan=plan)
+    train(_curriculum_cfg(), difficulty=diff, dp_plan=plan)
 
 
 def test_reference_difficulty_ranks_by_a_model_trained_on_held_out_data():
@@ -152,11 +168,11 @@ def test_reference_difficulty_ranks_by_a_model_trained_on_held_out_data():
   y_noisy = y.copy()
   flipped = np.arange(200, 400, 10)
   y_noisy[flipped] = (y[flipped] + 1) % 3
-  d = curriculum.reference_difficulty(mlp.MLP(hidden=(8,), num_classes=3), cfg, x[:200],
-                                      y[:200], x[200:], y_noisy[200:], seed=0)
+  d = from_config.reference_difficulty(mlp.MLP(hidden=(8,), num_classes=3), cfg, x[:200],
+                                       y[:200], x[200:], y_noisy[200:], seed=0)
   assert d.shape == (200,)
   wrong = np.isin(np.arange(200, 400), flipped)
   assert d[wrong].mean() > d[~wrong].mean() + 1.0
   with pytest.raises(ConfigError, match="val_size"):
-    curriculum.reference_difficulty(mlp.MLP(hidden=(8,), num_classes=3), cfg, x[:0], y[:0],
-                                    x, y, seed=0)
+    from_config.reference_difficulty(mlp.MLP(hidden=(8,), num_classes=3), cfg, x[:0], y[:0],
+                                     x, y, seed=0)

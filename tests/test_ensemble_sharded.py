@@ -40,11 +40,11 @@ def worker(strategy: str, out: str, process_id: int = -1, port: int = 0) -> None
   if process_id >= 0:
     from mia_jax.training import launch  # pylint: disable=g-import-not-at-top
     launch.initialize(f"127.0.0.1:{port}", 2, process_id)
-  from mia_jax.training import ensemble  # pylint: disable=g-import-not-at-top
+  from mia_jax.training import from_config  # pylint: disable=g-import-not-at-top
   model, cfg, x, y, keep = problem()
   cfg.strategy = strategy
-  res = ensemble.train_ensemble(model, cfg, x, y, keep, seed=1, val=(x[:12], y[:12]),
-                                log=lambda s: None)
+  res = from_config.train_from_config(model, cfg, x, y, keep, seed=1, val=(x[:12], y[:12]),
+                                      log=lambda s: None)
   leaves = jax.tree.leaves((res.state.params, res.state.batch_stats))
   if jax.process_index() == 0:
     np.savez(out, *leaves, devices=jax.device_count(), strategy=res.strategy,

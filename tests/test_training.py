@@ -1,18 +1,20 @@
-"""The train step, the ensemble trainer's strategies, early stopping, resume and inference."""
+"""The train step, the loss, the keys, the ensemble trainer as a primitive, early stopping,
+resume and inference."""
 
 import functools
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from mia_jax import inference
+from mia_jax import inference, mapping
 from mia_jax.data import augment, membership
 from mia_jax.models import cnn, mlp
-from mia_jax.training import ensemble, optim, steps
+from mia_jax.training import ensemble, from_config, keys, losses, optim, progress, samplers, steps
 
 from conftest import tiny_config
 
@@ -39,17 +41,17 @@ def stack(trees):
 def test_vmapped_step_equals_single_step_per_model(model):
   x, y = toy_data()
   tx = optim.make_optimizer(train_cfg(optimizer="sgd", l2=1e-3, learning_rate=0.1), 10)
-  cfg = steps.StepConfig(label_smoothing=0.1, crop_padding=1, flip=True)
-  keys = jax.random.split(jax.random.key(0), 3)
-  states = [steps.init_state(model, tx, k, x[:1]) for k in keys]
+  step = steps.make_train_step(label_smoothing=0.1, crop_padding=1, flip=True)
+  init_keys = jax.random.split(jax.random.key(0), 3)
+  states = [steps.init_state(model, tx, k, x[:1]) for k in init_keys]
   rng = np.random.default_rng(1)
   idx = rng.integers(0, len(y), (3, 8))
   mask = (rng.uniform(size=(3, 8)) < 0.8).astype(np.float32)
   step_keys = jax.random.split(jax.random.key(5), 3)
-  step = functools.partial(steps.train_step, model=model, tx=tx, cfg=cfg)
-  vstate, vmet = jax.jit(jax.vmap(step))(stack(states), x[idx], y[idx], mask, step_keys)
+  vstate, vmet = jax.jit(jax.vmap(step))(stack(states), steps.Batch(x[idx], y[idx], mask),
+                                         step_keys)
   for m in range(3):
-    s, met = jax.jit(step)(states[m], x[idx[m]], y[idx[m]], mask[m], step_keys[m])
+    s, met = jax.jit(step)(states[m], steps.Batch(x[idx[m]], y[idx[m]], mask[m]), step_keys[m])
     got = jax.tree.map(lambda a: a[m], vstate)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, s)
     np.testing.assert_allclose(vmet["loss_sum"][m], met["loss_sum"], rtol=1e-5)
@@ -61,11 +63,11 @@ def test_empty_batch_leaves_state_untouched():
   tx = optim.make_optimizer(train_cfg(optimizer="sgd", l2=1e-2, weight_decay=1e-2), 10)
   state = steps.init_state(model, tx, jax.random.key(0), x[:1])
   # Momentum: take one real step first so a no-op step would still move the params.
-  state, _ = steps.train_step(state, x[:8], y[:8], jnp.ones(8), jax.random.key(1), model=model,
-                              tx=tx, cfg=steps.StepConfig())
-  after, met = steps.train_step(state, x[:8], y[:8], jnp.zeros(8), jax.random.key(2), model=model,
-                                tx=tx, cfg=steps.StepConfig())
+  state, _ = steps.train_step(state, steps.Batch(x[:8], y[:8], jnp.ones(8)), jax.random.key(1))
+  after, met = steps.train_step(state, steps.Batch(x[:8], y[:8], jnp.zeros(8)),
+                                jax.random.key(2))
   jax.tree.map(np.testing.assert_array_equal, after, state)
+  assert int(state.step) == int(after.step) == 1
   assert float(met["count"]) == 0
 
 
@@ -101,16 +103,16 @@ def test_piecewise_schedule_divides_at_epochs():
 
 def test_epoch_batches_use_only_kept_examples():
   keep = membership.keep_matrix(0, 4, 50)
-  idx, mask = ensemble.epoch_batches(keep, 8, seed=0, epoch=3)
+  idx, mask = samplers.epoch_batches(keep, 8, seed=0, epoch=3)
   assert idx.shape == mask.shape and idx.shape[1:] == (4, 8)
   for m in range(4):
     real = idx[:, m][mask[:, m] > 0]
     assert keep[m, idx[:, m]].all()                              # padding too: own examples
     np.testing.assert_array_equal(np.sort(real), np.flatnonzero(keep[m]))   # each once
-  idx2, _ = ensemble.epoch_batches(keep, 8, seed=0, epoch=4)
+  idx2, _ = samplers.epoch_batches(keep, 8, seed=0, epoch=4)
   assert not np.array_equal(idx, idx2)
   # A model's batches do not depend on the other models of the ensemble.
-  idx_sub, mask_sub = ensemble.epoch_batches(keep[2:3], 8, seed=0, epoch=3, model_ids=[2])
+  idx_sub, mask_sub = samplers.epoch_batches(keep[2:3], 8, seed=0, epoch=3, model_ids=[2])
   n = int(keep[2].sum())
   np.testing.assert_array_equal(idx_sub[:, 0].ravel()[:n], idx[:, 2].ravel()[:n])
   np.testing.assert_array_equal(mask_sub[:, 0].ravel()[:n], 1.0)
@@ -159,9 +161,9 @@ def _train(tmp_path, strategy, epochs=3, ckpt=True, **kw):
   keep = membership.keep_matrix(0, 3, 40)
   cfg = train_cfg(epochs=epochs, batch_size=8, strategy=strategy, **kw)
   model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch", dropout=0.2)
-  return ensemble.train_ensemble(model, cfg, x, y, keep, seed=3, val=(x[:10], y[:10]),
-                                 checkpoint_dir=str(tmp_path) if ckpt else None,
-                                 log=lambda s: None), model, x
+  return from_config.train_from_config(model, cfg, x, y, keep, seed=3, val=(x[:10], y[:10]),
+                                       checkpoint_dir=str(tmp_path) if ckpt else None,
+                                       log=lambda s: None), model, x
 
 
 @pytest.mark.slow
@@ -193,7 +195,7 @@ def test_resume_after_interruption_is_bitwise_equal(tmp_path):
   x, y = toy_data(n=40, shape=(5, 5, 1))
   keep = membership.keep_matrix(0, 3, 40)
   model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch", dropout=0.2)
-  run = functools.partial(ensemble.train_ensemble, model,
+  run = functools.partial(from_config.train_from_config, model,
                           train_cfg(epochs=4, batch_size=8, strategy="vmap"), x, y, keep, seed=3,
                           val=(x[:10], y[:10]), checkpoint_dir=str(tmp_path / "cut"))
   with pytest.raises(Killed):
@@ -211,10 +213,11 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
   model = mlp.MLP(hidden=(8,), num_classes=3)
   cfg = train_cfg(epochs=30, batch_size=8, early_stopping_patience=2, learning_rate=0.05)
   vx, vy = x[:12], (y[:12] + 1) % 3      # a validation set the models cannot fit: stops early
-  res = ensemble.train_ensemble(model, cfg, x, y, keep, seed=0, val=(vx, vy), log=lambda s: None)
+  res = from_config.train_from_config(model, cfg, x, y, keep, seed=0, val=(vx, vy),
+                                      log=lambda s: None)
   assert res.epochs_run < 30
   val = np.array([h["val_accuracy"] for h in res.history])     # [epochs, M]
-  acc = ensemble.make_eval_fn(model)(res.state.params, res.state.batch_stats, vx, vy)
+  acc = steps.accuracy_fn(model.apply)(res.state.params, res.state.batch_stats, vx, vy)
   np.testing.assert_allclose(acc, val.max(axis=0), atol=1e-6)
 
 
@@ -258,7 +261,7 @@ def test_checkpoints_by_seconds_resume_bit_identical_from_an_earlier_epoch(tmp_p
   model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch", dropout=0.2)
 
   def run(every_s, log, folder="cut"):
-    return ensemble.train_ensemble(
+    return from_config.train_from_config(
         model, train_cfg(epochs=4, batch_size=8, strategy="vmap", checkpoint_seconds=every_s),
         x, y, keep, seed=3, val=(x[:10], y[:10]), checkpoint_dir=str(tmp_path / folder), log=log)
 
@@ -279,11 +282,85 @@ def test_checkpoints_by_seconds_resume_bit_identical_from_an_earlier_epoch(tmp_p
 
 def test_time_left_counts_the_epochs_and_their_checkpoints():
   # only the first epoch (compilation included) measured: an upper bound
-  assert ensemble.time_left([5.0], [], 10, 0.0) == (10 * 5.0 + 10 * 5.0, True)
+  assert progress.time_left([5.0], [], 10, 0.0) == (10 * 5.0 + 10 * 5.0, True)
   # later epochs at their median; a save every epoch at the mean save
-  left, bound = ensemble.time_left([5.0, 1.0, 3.0, 1.0], [0.5, 0.3], 4, 0.0)
+  left, bound = progress.time_left([5.0, 1.0, 3.0, 1.0], [0.5, 0.3], 4, 0.0)
   assert not bound and left == pytest.approx(4 * 1.0 + 4 * 0.4)
   # a save every 2 s of training: 4 epochs of 1 s are 4 s, 2 saves and the last one
-  left, _ = ensemble.time_left([5.0, 1.0, 1.0], [0.5], 4, 2.0)
+  left, _ = progress.time_left([5.0, 1.0, 1.0], [0.5], 4, 2.0)
   assert left == pytest.approx(4.0 + 3 * 0.5)
-  assert ensemble.time_left([5.0, 1.0], [0.5], 0, 2.0) == (0.0, False)
+  assert progress.time_left([5.0, 1.0], [0.5], 0, 2.0) == (0.0, False)
+
+
+def test_softmax_cross_entropy_against_float64_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(7, 4)) * 3
+  labels = rng.integers(0, 4, 7)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  for smoothing in (0.0, 0.2):
+    target = (1 - smoothing) * np.eye(4)[labels] + smoothing / 4
+    want = -(target * log_p).sum(-1)
+    got = losses.softmax_cross_entropy(jnp.asarray(logits, jnp.float32), labels, smoothing)
+    assert got.shape == (7,) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_keys_are_the_documented_fold_ins():
+  got = keys.step_keys(11, [4, 0], [7, 9])
+  assert got.shape == (2, 2)
+  for row, m in enumerate([4, 0]):
+    for col, t in enumerate([7, 9]):
+      want = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+          jax.random.key(11), m), 1), t)
+      np.testing.assert_array_equal(jax.random.key_data(got[row, col]),
+                                    jax.random.key_data(want))
+  np.testing.assert_array_equal(jax.random.key_data(keys.model_keys(11, [3])[0]),
+                                jax.random.key_data(jax.random.fold_in(jax.random.key(11), 3)))
+
+
+def test_apply_gradients_is_one_update_of_the_states_tx():
+  params = {"w": jnp.array([1.0, -2.0])}
+  tx = optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(0.1, momentum=0.9))
+  state = steps.TrainState.create(apply_fn=None, params=params, tx=tx)
+  grads = {"w": jnp.array([3.0, 4.0])}                 # norm 5: clipped to 0.5
+  new = state.apply_gradients(grads)
+  np.testing.assert_allclose(new.params["w"], params["w"] - 0.1 * grads["w"] / 10, rtol=1e-6)
+  assert int(new.step) == 1 and new.tx is tx
+
+
+class TwoLayer(nn.Module):
+  """A user's own module (train: the flag every mia_jax step passes)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dropout(0.2, deterministic=not train)(nn.relu(nn.Dense(12)(x)))
+    return nn.Dense(3)(x)
+
+
+@pytest.mark.parametrize("mapper", ["vmap", "loop"])
+def test_train_ensemble_of_a_user_module_equals_each_model_trained_alone(mapper):
+  """The primitive on a user's module, optax chain, sampler and mapping trains what a plain
+  Python loop of the jitted single-model step trains, model by model, on the sampler's batches
+  with the trainer's keys (the slower reference path)."""
+  x, y = toy_data(n=40, shape=(5,))
+  keep = membership.keep_matrix(0, 3, 40)
+  module = TwoLayer()
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
+  sampler = samplers.UniformSampler(keep, 8, seed=4)
+  init = steps.init_ensemble(module, tx, keys.model_keys(4, range(3)), x[:1])
+  mapping_obj = mapping.make_mapping(mapper)
+  res = ensemble.train_ensemble(steps.train_step, init, sampler, mapping_obj, pool_x=x,
+                                pool_y=y, epochs=2, seed=4, log=lambda s: None)
+  step = jax.jit(steps.train_step)
+  for m in range(3):
+    state = jax.tree.map(lambda a: a[m], init)
+    for epoch in range(2):
+      idx, mask = sampler.epoch(epoch, np.array([m]))
+      step_keys = keys.step_keys(4, [m], epoch * sampler.steps_per_epoch
+                                 + np.arange(sampler.steps_per_epoch))
+      for s in range(sampler.steps_per_epoch):
+        batch = steps.Batch(x[idx[0, s]], y[idx[0, s]], mask[0, s].astype(np.float32))
+        state, _ = step(state, batch, step_keys[0, s])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[m], b, rtol=1e-5, atol=1e-6),
+                 res.state.params, state.params)
+  assert [len(h["loss"]) for h in res.history] == [3, 3] and res.epochs_run == 2

@@ -4,8 +4,8 @@ well either hides the forgotten examples from a membership inference attack.
 SISA (Bourtoule et al. 2021). The training examples are split into S disjoint shards, each
 into R disjoint slices; shard s's model trains `epochs` epochs on its slice 0, then `epochs`
 more on slices 0..1, ..., with a checkpoint after every slice. The S shard models are one
-ensemble (keep [S, N], disjoint rows) trained by `training.ensemble.train_ensemble`, each in its
-own chunk (chunk_size 1): a shard model is a function of (seed, shard id, its data) only, and
+ensemble (keep [S, N], disjoint rows) trained by `training.train_from_config`, each in its own
+chunk (chunk_size 1): a shard model is a function of (seed, shard id, its data) only, and
 finished chunks are restored from their checkpoints, never retrained. `forget(indices)` drops
 the examples from the keep matrix, rolls each affected shard back to its checkpoint after the
 last slice before the first affected one (or to nothing) and trains it on again; every other
@@ -39,7 +39,7 @@ import optax
 from mia_jax import inference, metrics
 from mia_jax.attacks import signals
 from mia_jax.errors import ConfigError
-from mia_jax.training import ensemble, steps
+from mia_jax.training import from_config, losses, samplers, steps
 
 AGGREGATES = ("mean", "vote")
 
@@ -120,7 +120,7 @@ class SISA:
   members: np.ndarray | None = None
   how: str = "mean"
   log: Callable[[str], None] = lambda s: None
-  state: steps.ModelState | None = None         # leaves [S, ...] after fit
+  state: steps.TrainState | None = None         # leaves [S, ...] after fit
   forgotten: np.ndarray | None = None           # bool [N]
   seconds: dict = dataclasses.field(default_factory=dict)
 
@@ -157,9 +157,9 @@ class SISA:
     for r in range(min(first.values()), self.num_slices):
       cfg.epochs = epochs * (r + 1)
       keep = stage_keep(self.shard, self.slice, self.num_shards, r, self.forgotten)
-      res = ensemble.train_ensemble(self.model, cfg, self.pool_x, self.pool_y, keep,
-                                    seed=self.seed, checkpoint_dir=live,
-                                    log=lambda line, r=r: self.log(f"slice {r}  {line}"))
+      res = from_config.train_from_config(self.model, cfg, self.pool_x, self.pool_y, keep,
+                                          seed=self.seed, checkpoint_dir=live,
+                                          log=lambda line, r=r: self.log(f"slice {r}  {line}"))
       if r < self.num_slices - 1:
         for s in [s for s, f in first.items() if f <= r]:
           dst = self._chunk_dir(f"slice_{r:04d}", s)
@@ -213,7 +213,7 @@ class SISA:
 
 def _eval_loss(model, params, batch_stats, x, y):
   logits = model.apply(steps.variables_of(params, batch_stats), x, train=False)
-  return jnp.mean(steps.per_example_loss(logits, y))
+  return jnp.mean(losses.softmax_cross_entropy(logits, y))
 
 
 def finetune(model: nn.Module, params, batch_stats, x: np.ndarray, y: np.ndarray, *,
@@ -224,17 +224,17 @@ def finetune(model: nn.Module, params, batch_stats, x: np.ndarray, y: np.ndarray
   if epochs < 0 or batch_size < 1 or len(y) == 0:
     raise ConfigError("finetune needs epochs >= 0, batch_size >= 1 and some retained data")
   tx = optax.adam(learning_rate)
-  state = steps.ModelState(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
-  step = jax.jit(lambda st, bx, by, m, k: steps.train_step(st, bx, by, m, k, model=model, tx=tx,
-                                                           cfg=steps.StepConfig()))
+  state = steps.TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                                  batch_stats=batch_stats)
+  step = jax.jit(steps.train_step)
   keep = np.ones((1, len(y)), bool)
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   key = jax.random.key(seed)
   for e in range(epochs):
-    idx, mask = ensemble.epoch_batches(keep, batch_size, seed, e)
+    idx, mask = samplers.epoch_batches(keep, batch_size, seed, e)
     for i in range(idx.shape[0]):
       b = idx[i, 0]
-      state, _ = step(state, xj[b], yj[b], jnp.asarray(mask[i, 0]),
+      state, _ = step(state, steps.Batch(xj[b], yj[b], jnp.asarray(mask[i, 0])),
                       jax.random.fold_in(key, e * idx.shape[0] + i))
   return state.params, state.batch_stats
 

@@ -5,10 +5,11 @@ Weinshall 2019 and Platanios et al. 2019).
   reference_difficulty      that, with the reference model trained here on held-out data
   pacing_schedule           the fraction of the easiest examples open at each epoch [E]
   schedule_for              the schedule of a config's train.curriculum block
-  curriculum_epoch_batches  one epoch's batches, with the contract of ensemble.epoch_batches
+  open_keep                 each model's easiest kept examples at an open fraction
 
-As a training option: train.curriculum.enabled, and train_ensemble(..., difficulty=d) draws
-every epoch's batches with curriculum_epoch_batches. The pipeline (and experiments/
+As a training option: train.curriculum.enabled, and from_config.train_from_config(...,
+difficulty=d) draws every epoch's batches with samplers.CurriculumSampler (difficulty from
+from_config.reference_difficulty). The pipeline (and experiments/
 paper_table.py) score difficulty with a reference model trained on the validation split, which
 is held out from every model: the ordering then carries no membership of its own, and an
 attacker who knows the defense (shadow models trained with it) can rebuild the same ordering.
@@ -20,14 +21,10 @@ epoch, so a jitted epoch compiles once; steps past a model's real batches are pa
 which leaves a non-DP model's state untouched).
 """
 
-from typing import Callable
-
-import flax.linen as nn
 import ml_collections
 import numpy as np
 
 from mia_jax.errors import ConfigError
-from mia_jax.training import ensemble
 
 DIFFICULTIES = ("loss", "confidence")
 PACINGS = ("linear", "root", "step")
@@ -100,29 +97,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError("train.curriculum.reference_epochs must be >= 1")
 
 
-def reference_difficulty(model: nn.Module, train_cfg: ml_collections.ConfigDict,
-                         ref_x: np.ndarray, ref_y: np.ndarray, x: np.ndarray, y: np.ndarray, *,
-                         seed: int, batch_size: int = 1024,
-                         log: Callable[[str], None] = lambda s: None) -> np.ndarray:
-  """Difficulty [N] of (x, y) by train_cfg.curriculum.difficulty of ONE reference model of the
-  same architecture trained for curriculum.reference_epochs epochs on (ref_x, ref_y), data that
-  no audited model trains on (e.g. the validation split); queried in eval mode."""
-  from mia_jax import inference  # pylint: disable=import-outside-toplevel
-  cur = train_cfg.curriculum
-  if len(ref_y) == 0:
-    raise ConfigError("curriculum learning scores difficulty with a reference model trained on "
-                      "the validation split; set --config.data.val_size > 0")
-  cfg = ml_collections.ConfigDict(train_cfg.to_dict())
-  cfg.curriculum.enabled = False
-  cfg.early_stopping_patience = 0
-  cfg.epochs = int(cur.reference_epochs)
-  cfg.chunk_size = 0
-  res = ensemble.train_ensemble(model, cfg, ref_x, ref_y, np.ones((1, len(ref_y)), bool),
-                                seed=seed + 7919, log=lambda s: log(f"curriculum reference  {s}"))
-  logits = inference.query_logits(model, res.state, x, "none", batch_size)[0, :, 0]
-  return difficulty(logits, y, str(cur.difficulty))
-
-
 def open_keep(keep: np.ndarray, difficulty_: np.ndarray, fraction: float) -> np.ndarray:
   """keep bool [M, N] restricted, per model, to its easiest ceil(fraction * count) kept
   examples (difficulty [N], ties by pool index); a model with any example keeps one or more."""
@@ -137,33 +111,3 @@ def open_keep(keep: np.ndarray, difficulty_: np.ndarray, fraction: float) -> np.
     own = order[keep[m, order]]
     out[m, own[:int(np.ceil(fraction * len(own) - 1e-9))]] = True
   return out
-
-
-def curriculum_epoch_batches(keep: np.ndarray, difficulty: np.ndarray, pacing, batch_size: int,
-                             seed: int, epoch: int, model_ids: np.ndarray | None = None
-                             ) -> tuple[np.ndarray, np.ndarray]:
-  """Batches of one curriculum epoch: idx int32 [S, M, B] and mask float32 [S, M, B].
-
-  Args:
-    keep: bool [M, N]; difficulty: float [N] (higher = harder; see `difficulty`).
-    pacing: the open fraction per epoch, float [E] (see `pacing_schedule`), or one float.
-    batch_size, seed, epoch, model_ids: as in ensemble.epoch_batches.
-
-  S = ensemble.steps_per_epoch(keep, batch_size) at every epoch. Model m's real batches are a
-  permutation (from (seed, epoch, model_ids[m]), as in epoch_batches) of its open examples;
-  every later position repeats its open examples with mask 0.
-  """
-  frac = np.asarray(pacing, np.float64)
-  if frac.ndim == 1:
-    if not 0 <= epoch < len(frac):
-      raise ConfigError(f"epoch {epoch} is outside the pacing schedule of {len(frac)} epochs; "
-                        "build it with pacing_schedule(kind, train.epochs)")
-    frac = frac[epoch]
-  steps = ensemble.steps_per_epoch(keep, batch_size)
-  idx, mask = ensemble.epoch_batches(open_keep(keep, np.asarray(difficulty), float(frac)),
-                                     batch_size, seed, epoch, model_ids)
-  pad = steps - idx.shape[0]
-  if pad > 0:
-    idx = np.concatenate([idx, np.repeat(idx[:1], pad, axis=0)])
-    mask = np.concatenate([mask, np.zeros((pad,) + mask.shape[1:], mask.dtype)])
-  return idx, mask
