@@ -1,4 +1,7 @@
-"""DP-SGD in the trainer: the DP train step, Poisson epochs, the plan, canaries and the audit."""
+"""DP-SGD in the trainer: the DP step and its optimiser, the planned sampler, the plan and its
+accounting, canaries and the audit."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +13,9 @@ from mia_jax import data
 from mia_jax.data import canaries, membership
 from mia_jax.errors import ConfigError
 from mia_jax.models import cnn, mlp
-from mia_jax.privacy import accounting, auditing
-from mia_jax.training import dp, steps
+from mia_jax.privacy import accounting, auditing, noise, sampling
+from mia_jax.training import dp, losses
+from mia_jax.training.state import Batch, TrainState
 
 from conftest import tiny_config
 
@@ -29,77 +33,100 @@ def toy(n=32, d=6, classes=3, seed=0):
   return x, y
 
 
-@pytest.mark.slow
-def test_dp_step_is_clipped_sum_plus_noise_over_expected_batch():
-  model = mlp.MLP(hidden=(8,), num_classes=3)
-  x, y = toy()
-  tx = optax.sgd(1.0)
-  state = steps.init_state(model, tx, jax.random.key(0), x[:1])
-  mask = (np.arange(32) < 20).astype(np.float32)
-  cfg = dp.DPStepConfig(clip_norm=0.5, noise_multiplier=0.7, expected_batch_size=16.0)
-  key = jax.random.key(3)
-  new, met = steps.train_step(state, x, y, mask, key, model=model, tx=tx,
-                              cfg=steps.StepConfig(dp=cfg))
-  # By hand: per-example grads clipped to 0.5, summed over the 20 real examples.
+PLAN = dp.DPPlan(noise_multiplier=0.7, expected_batch_size=16.0, max_batch=32, steps_per_epoch=2,
+                 steps=2, num_examples=64, delta=1e-5, sampling="poisson", accountant="pld",
+                 clip_norm=0.05)
+
+
+def _state_and_step(model, x, plan=PLAN, **kw):
+  """A fresh state of `model` and plan's DP step, its tx sgd(1) after the privatiser (so the
+  update is minus the privatised mean gradient)."""
+  step, tx = dp.make_step(plan, losses.softmax_cross_entropy, tx=optax.sgd(1.0), **kw)
+  params = model.init(jax.random.key(0), x[:1])["params"]
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx), step
+
+
+def _summed(model, params, x, y, mask, clip):
+  """sum_i mask_i clip(g_i) by hand, from vmapped per-example gradients; and the norms."""
   def loss_i(p, xi, yi):
     logits = model.apply({"params": p}, xi[None])
     return optax.softmax_cross_entropy_with_integer_labels(logits, yi[None])[0]
-  g = jax.vmap(jax.grad(loss_i), in_axes=(None, 0, 0))(state.params, x, y)
-  norms = jnp.sqrt(sum(jnp.sum(l.reshape(32, -1) ** 2, 1) for l in jax.tree.leaves(g)))
-  w = jnp.minimum(1.0, 0.5 / norms) * mask
-  clipped_sum = jax.tree.map(lambda l: jnp.tensordot(w, l, axes=1), g)
-  step_delta = jax.tree.map(lambda a, b: (a - b) * 16.0, state.params, new.params)   # = sum + z
-  noise = jax.tree.map(lambda d_, s: d_ - s, step_delta, clipped_sum)
-  z = np.concatenate([np.ravel(l) for l in jax.tree.leaves(noise)])
-  assert abs(z.std() - 0.7 * 0.5) < 0.1 * 0.35 and abs(z.mean()) < 0.05
-  assert float(met["count"]) == 20
-  # The same step without noise (sigma -> 0) is exactly the clipped sum / expected batch.
-  cfg0 = dp.DPStepConfig(clip_norm=0.5, noise_multiplier=1e-12, expected_batch_size=16.0)
-  new0, _ = steps.train_step(state, x, y, mask, key, model=model, tx=tx,
-                             cfg=steps.StepConfig(dp=cfg0))
-  jax.tree.map(lambda a, b, s: np.testing.assert_allclose((a - b) * 16.0, s, rtol=2e-4,
-                                                          atol=2e-6),
-               state.params, new0.params, clipped_sum)
+  g = jax.vmap(jax.grad(loss_i), in_axes=(None, 0, 0))(params, x, y)
+  norms = jnp.sqrt(sum(jnp.sum(v.reshape(len(x), -1) ** 2, 1) for v in jax.tree.leaves(g)))
+  w = jnp.minimum(1.0, clip / norms) * mask
+  return jax.tree.map(lambda v: jnp.tensordot(w, v, axes=1), g), norms
+
+
+def _noisy_sum(state, new):
+  """(params - new params) * B: the step's noisy sum under sgd(1)."""
+  return jax.tree.map(lambda a, b: (a - b) * PLAN.expected_batch_size, state.params, new.params)
 
 
 @pytest.mark.parametrize("method", ["fast", "reference"])
-def test_dp_faults_break_the_step_as_named(method):
-  """dp.fault (audit power checks only): 'no_noise' is exactly the clipped sum / B, and
-  'no_clipping' the unclipped sum plus the very noise the correct step adds (same key, std
-  sigma * C of the claimed clip norm), / B."""
+def test_dp_step_is_clipped_sum_plus_the_privatisers_noise_over_expected_batch(method):
+  """The step's update is (sum_i mask_i clip_C(g_i) + z) / B with z the privatiser's noise
+  under noise_key fold_in(step key, NOISE_STREAM) at its count 0 (std sigma C); dp.fault
+  'no_noise' is exactly the clipped sum / B, and 'no_clipping' the unclipped sum plus the very
+  noise the correct step adds (scaled to the claimed C); the step counts, and never skips."""
   model = mlp.MLP(hidden=(8,), num_classes=3)
   x, y = toy()
-  tx = optax.sgd(1.0)
-  state = steps.init_state(model, tx, jax.random.key(0), x[:1])
   mask = (np.arange(32) < 20).astype(np.float32)
   key = jax.random.key(3)
+  batch = Batch(jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask))
 
-  def summed(clip):   # sum_i mask_i clip(g_i) by hand, from vmapped per-example gradients
-    def loss_i(p, xi, yi):
-      logits = model.apply({"params": p}, xi[None])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, yi[None])[0]
-    g = jax.vmap(jax.grad(loss_i), in_axes=(None, 0, 0))(state.params, x, y)
-    norms = jnp.sqrt(sum(jnp.sum(l.reshape(32, -1) ** 2, 1) for l in jax.tree.leaves(g)))
-    w = jnp.minimum(1.0, clip / norms) * mask
-    return jax.tree.map(lambda l: jnp.tensordot(w, l, axes=1), g), norms
+  def noisy_sum(fault):
+    state, step = _state_and_step(model, x, dataclasses.replace(PLAN, fault=fault,
+                                                                clipping=method))
+    assert step.runs_empty_batches
+    new, metrics = jax.jit(step)(state, batch, key)
+    assert int(new.step) == 1 and float(metrics["count"]) == 20
+    assert np.isnan(float(metrics["correct"]))
+    return state, _noisy_sum(state, new), metrics
 
-  def step_sum(fault):   # (params - new params) * B = the step's noisy sum
-    cfg = dp.DPStepConfig(clip_norm=0.05, noise_multiplier=0.7, expected_batch_size=16.0,
-                          method=method, fault=fault)
-    new, _ = steps.train_step(state, x, y, mask, key, model=model, tx=tx,
-                              cfg=steps.StepConfig(dp=cfg))
-    return jax.tree.map(lambda a, b: (a - b) * 16.0, state.params, new.params)
-
-  clipped, norms = summed(0.05)
-  unclipped, _ = summed(np.inf)
-  assert float(jnp.min(norms[:20])) > 0.05        # every real example is clipped: faults differ
+  state, correct, metrics = noisy_sum("")
+  clipped, norms = _summed(model, state.params, x, y, mask, PLAN.clip_norm)
+  unclipped, _ = _summed(model, state.params, x, y, mask, np.inf)
+  assert float(jnp.min(norms[:20])) > PLAN.clip_norm   # every real example clipped
+  privatizer = noise.gaussian_privatizer(noise_multiplier=0.7, l2_sensitivity=PLAN.clip_norm,
+                                         expected_batch_size=1.0)
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  want_noise, _ = privatizer.update(zeros, privatizer.init(zeros),
+                                    noise_key=jax.random.fold_in(key, dp.NOISE_STREAM))
   close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
-  jax.tree.map(close, step_sum("no_noise"), clipped)
-  noise = jax.tree.map(lambda d_, s: d_ - s, step_sum(""), clipped)
-  jax.tree.map(close, jax.tree.map(lambda d_, s: d_ - s, step_sum("no_clipping"), unclipped),
-               noise)
-  z = np.concatenate([np.ravel(l) for l in jax.tree.leaves(noise)])
-  assert abs(z.std() - 0.7 * 0.05) < 0.1 * 0.035
+  jax.tree.map(close, jax.tree.map(jnp.subtract, correct, clipped), want_noise)
+  z = np.concatenate([np.ravel(v) for v in jax.tree.leaves(want_noise)])
+  assert abs(z.std() - 0.7 * PLAN.clip_norm) < 0.15 * 0.7 * PLAN.clip_norm
+  per_example = losses.softmax_cross_entropy(model.apply({"params": state.params}, x), y)
+  assert float(metrics["loss_sum"]) == pytest.approx(float(jnp.sum(per_example * mask)),
+                                                     rel=1e-5)
+  jax.tree.map(close, noisy_sum("no_noise")[1], clipped)
+  jax.tree.map(close, jax.tree.map(jnp.subtract, noisy_sum("no_clipping")[1], unclipped),
+               want_noise)
+
+
+def test_dp_noise_is_fresh_every_step_and_model_and_reproducible():
+  """Empty batches (no real example) still update, by pure noise; the noise differs between
+  step keys, between models of a vmapped ensemble and between counts of one key; the same
+  (state, batch, key) redraws the same step (resume)."""
+  model = mlp.MLP(hidden=(4,), num_classes=3)
+  x, y = toy()
+  state, step = _state_and_step(model, x)
+  step = jax.jit(step)
+  empty = Batch(jnp.asarray(x), jnp.asarray(y), jnp.zeros(32, jnp.float32))
+  flat = lambda s: np.concatenate([np.ravel(v) for v in jax.tree.leaves(s.params)])
+  keys = [jax.random.fold_in(jax.random.key(1), t) for t in range(3)]
+  outs = [flat(step(state, empty, k)[0]) for k in keys]
+  assert all(not np.allclose(o, flat(state)) for o in outs)
+  assert not np.allclose(outs[0], outs[1]) and not np.allclose(outs[1], outs[2])
+  np.testing.assert_array_equal(outs[1], flat(step(state, empty, keys[1])[0]))
+  once = step(state, empty, keys[0])[0]
+  again = step(once, empty, keys[0])[0]           # same key, next count: fresh noise
+  assert not np.allclose(flat(again) - flat(once), flat(once) - flat(state))
+  stacked = jax.tree.map(lambda v: jnp.stack([v, v]), state)
+  both, _ = jax.jit(jax.vmap(step, in_axes=(0, None, 0)))(stacked, empty, jnp.stack(keys[:2]))
+  for m in range(2):
+    np.testing.assert_allclose(flat(jax.tree.map(lambda v, m=m: v[m], both)), outs[m],
+                               rtol=1e-6, atol=1e-7)
 
 
 def test_dp_fault_is_checked_and_recorded_in_the_plan():
@@ -110,32 +137,15 @@ def test_dp_fault_is_checked_and_recorded_in_the_plan():
     dp.check_config(dp_cfg(enabled=True, fault="no_accounting"))
 
 
-def test_dp_noise_differs_between_steps_and_models():
-  model = mlp.MLP(hidden=(4,), num_classes=3)
-  x, y = toy()
-  tx = optax.sgd(1.0)
-  state = steps.init_state(model, tx, jax.random.key(0), x[:1])
-  cfg = steps.StepConfig(dp=dp.DPStepConfig(clip_norm=1.0, noise_multiplier=1.0,
-                                            expected_batch_size=8.0))
-  zero = np.zeros(32, np.float32)   # empty batch: the update is pure noise, and still applied
-  outs = [steps.train_step(state, x, y, zero, jax.random.fold_in(jax.random.key(1), t),
-                           model=model, tx=tx, cfg=cfg)[0].params for t in range(3)]
-  flat = [np.concatenate([np.ravel(l) for l in jax.tree.leaves(o)]) for o in outs]
-  p0 = np.concatenate([np.ravel(l) for l in jax.tree.leaves(state.params)])
-  assert all(not np.allclose(f, p0) for f in flat)
-  assert not np.allclose(flat[0], flat[1]) and not np.allclose(flat[1], flat[2])
-
-
 def test_dp_refuses_batchnorm():
   model = cnn.CNN(channels=(4,), num_classes=3, dense=8, norm="batch")
   x = np.zeros((4, 6, 6, 1), np.float32)
-  tx = optax.sgd(0.1)
-  state = steps.init_state(model, tx, jax.random.key(0), x[:1])
-  cfg = steps.StepConfig(dp=dp.DPStepConfig(clip_norm=1.0, noise_multiplier=1.0,
-                                            expected_batch_size=4.0))
+  step, tx = dp.make_step(PLAN, losses.softmax_cross_entropy, tx=optax.sgd(0.1))
+  variables = model.init(jax.random.key(0), x[:1])
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                            batch_stats=variables["batch_stats"])
   with pytest.raises(ConfigError, match="norm=group"):
-    steps.train_step(state, x, np.zeros(4, np.int32), np.ones(4), jax.random.key(0),
-                     model=model, tx=tx, cfg=cfg)
+    step(state, Batch(x, np.zeros(4, np.int32), np.ones(4, np.float32)), jax.random.key(0))
 
 
 def test_plan_calibrates_sigma_and_accounts_the_smallest_model():
@@ -151,19 +161,29 @@ def test_plan_calibrates_sigma_and_accounts_the_smallest_model():
   assert fixed.noise_multiplier == 1.3
 
 
-def test_poisson_epoch_batches():
+def test_make_sampler_is_the_one_the_plan_accounts_for():
+  """Poisson: privacy's PoissonSampler with the plan's padded batch and steps, model m's rate
+  B / n_m, the plan's accounted rate the largest of them (the smallest model), truncation
+  within the bound."""
   keep = membership.keep_matrix(0, 3, 300)
   p = dp.plan(dp_cfg(enabled=True, noise_multiplier=1.0), keep, 30, 1)
-  idx, mask = dp.poisson_epoch_batches(keep, p, seed=0, epoch=0)
-  assert idx.shape == mask.shape == (p.steps_per_epoch, 3, p.max_batch)
-  for m in range(3):
-    assert keep[m, idx[:, m]].all()                     # only the model's own examples
-    sizes = mask[:, m].sum(1)
-    assert abs(sizes.mean() - 30) < 12                    # expected batch size 30
-  again, _ = dp.poisson_epoch_batches(keep, p, seed=0, epoch=0)
-  np.testing.assert_array_equal(idx, again)
-  other, _ = dp.poisson_epoch_batches(keep, p, seed=0, epoch=1)
-  assert not np.array_equal(idx, other)
+  sampler = dp.make_sampler(p, keep, seed=4)
+  assert isinstance(sampler, sampling.PoissonSampler)
+  assert (sampler.batch_size, sampler.steps_per_epoch) == (p.max_batch, p.steps_per_epoch)
+  np.testing.assert_allclose(sampler.sampling_rates, 30 / keep.sum(axis=1))
+  assert p.sampling_rate == pytest.approx(sampler.sampling_rates.max())
+  assert sampler.truncation_prob <= 1e-6   # p.epsilon() accounts the truncation at max_batch
+  shuffled = dp.plan(dp_cfg(enabled=True, noise_multiplier=1.0, sampling="shuffle"), keep, 30, 1)
+  with pytest.raises(ConfigError, match="uniform"):
+    dp.make_sampler(shuffled, keep, seed=4)
+
+
+def test_epsilon_by_epoch_grows_to_the_rdp_figure_of_the_run():
+  keep = membership.keep_matrix(0, 3, 300)
+  p = dp.plan(dp_cfg(enabled=True, noise_multiplier=1.0, accountant="rdp"), keep, 30, 3)
+  by_epoch = dp.epsilon_by_epoch(p, 3)
+  assert by_epoch[0] < by_epoch[1] < by_epoch[2]
+  assert by_epoch[-1] == pytest.approx(p.epsilon(), rel=1e-6)   # RDP of all steps at once
 
 
 def test_canaries_are_relabelled_pool_examples():

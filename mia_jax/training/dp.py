@@ -1,11 +1,21 @@
-"""DP-SGD in the ensemble trainer: the step's gradient, Poisson batches and the accountant.
+"""DP-SGD in the ensemble trainer: the DP step, its optimiser, its sampler and its accounting.
 
-The privacy primitives live in mia_jax.privacy (clipping, noise, sampling, accounting); this
-module joins them to the trainer. Each model m of an ensemble is its own DP-SGD run over its own
-kept examples (n_m of them): every step, each of them joins model m's batch independently with
-rate q_m = expected_batch_size / n_m (Poisson sampling, padded to a static max_batch with a
-mask); the clipped per-example gradients are summed, N(0, (sigma C)^2 I) is added to the sum, and
-the result is divided by the expected batch size. The accountant is told exactly that.
+The privacy primitives live in mia_jax.privacy; this module joins them to the trainer. Each
+model m of an ensemble is its own DP-SGD run over its own kept examples (n_m of them): every
+step, each of them joins model m's batch independently with rate q_m = expected_batch_size / n_m
+(privacy.sampling.PoissonSampler, padded to a static max_batch with a mask); the clipped
+per-example gradients are summed (privacy.clipping.clipped_grad), N(0, (sigma C)^2 I) is added
+to the sum and the result divided by the expected batch size (privacy.noise.gaussian_privatizer,
+the first link of the optimiser's chain). The accountant is told exactly that (`plan`).
+
+  dp_plan = plan(config.dp, keep, batch_size, epochs)
+  step, tx = make_step(dp_plan, losses.softmax_cross_entropy, tx=optax.adam(1e-3))
+  sampler = make_sampler(dp_plan, keep, seed)
+  # step(state, batch, key) -> (state, metrics): the trainer's step protocol; state.tx is tx
+
+Keys: the step key (one per (model, step), training.keys) is split as the plain step splits it
+(augmentation, dropout), and fold_in(step key, NOISE_STREAM) is the privatiser's noise key, on
+which it folds its own step count.
 
 Fault injection (`dp.fault`), for the canary audit's power checks only: 'no_noise' adds no noise,
 'no_clipping' sums the per-example gradients unclipped (the noise stays scaled to the claimed
@@ -15,15 +25,24 @@ the audit should then find a bound far above the claimed epsilon.
 """
 
 import dataclasses
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
+from dp_accounting import rdp
 
+from mia_jax.data import augment
 from mia_jax.errors import ConfigError
 from mia_jax.privacy import accounting, clipping, noise, sampling
+from mia_jax.training.state import Batch, TrainState
+
+NOISE_STREAM = 0x5EED   # fold_in(step key, NOISE_STREAM): the privatiser's key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,18 +207,77 @@ def epsilon_by_epoch(p: DPPlan, epochs: int) -> list[float]:
   epoch): an upper bound, looser than the PLD figure that `p.epsilon()` gives for the whole run
   and results.json reports (e.g. 16.3 against 14.2 for sigma 1, q 0.14, 320 steps).
   """
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  from dp_accounting import rdp  # pylint: disable=g-import-not-at-top
-  acc = rdp.RdpAccountant()
-  one = accounting.dp_event(p.noise_multiplier, p.sampling_rate, p.steps_per_epoch,
-                            sampling=p.sampling)
+  accountant = rdp.RdpAccountant()
+  one_epoch = accounting.dp_event(p.noise_multiplier, p.sampling_rate, p.steps_per_epoch,
+                                  sampling=p.sampling)
   out = []
-  verbosity = absl_logging.get_verbosity()
-  absl_logging.set_verbosity(absl_logging.ERROR)   # RDP's fractional orders warn by the dozen
-  try:
+  with accounting.quiet_rdp():
     for _ in range(epochs):
-      acc.compose(one)
-      out.append(float(acc.get_epsilon(p.delta)))
-  finally:
-    absl_logging.set_verbosity(verbosity)
+      accountant.compose(one_epoch)
+      out.append(float(accountant.get_epsilon(p.delta)))
   return out
+
+
+def dp_train_step(state: TrainState, batch: Batch, key: jax.Array, *,
+                  grad_fn: clipping.ClippedGrad, crop_padding: int = 0, flip: bool = False
+                  ) -> tuple[TrainState, dict]:
+  """One DP-SGD step of one model on a padded batch x [B, ...], y [B], mask [B].
+
+  The clipped sum of per-example gradients (grad_fn) goes to state.tx, whose first link is the
+  privatiser (make_step), with noise_key fold_in(key, NOISE_STREAM). Every step updates, even on
+  an empty batch: under Poisson sampling a step whose batch is empty still releases its noisy
+  update (skipping it would reveal that the batch was empty). Train accuracy is not computed
+  (it would cost a forward pass): `correct` is NaN. Metrics {loss_sum, correct, count} over
+  the real examples. BatchNorm is refused (its statistics mix examples).
+  """
+  if state.batch_stats:
+    raise ConfigError("DP-SGD cannot train a model with BatchNorm (its batch statistics mix "
+                      "examples); set --config.model.norm=group")
+  aug_key, dropout_key = jax.random.split(key)
+  x = augment.augment(aug_key, batch.x, crop_padding, flip)
+  logits_fn = lambda params, inputs, rng: state.apply_fn(
+      {"params": params}, inputs, train=True, rngs={} if rng is None else {"dropout": rng})
+  grad_sum, aux = grad_fn(logits_fn, state.params, (x, batch.y, batch.mask), dropout_key)
+  new_state = state.apply_gradients(grad_sum, noise_key=jax.random.fold_in(key, NOISE_STREAM))
+  count = jnp.sum(batch.mask)
+  return new_state, {"loss_sum": jnp.sum(aux.losses * batch.mask), "correct": jnp.nan * count,
+                     "count": count}
+
+
+def make_step(p: DPPlan, loss_fn: Callable, *, tx: optax.GradientTransformation,
+              crop_padding: int = 0, flip: bool = False, microbatch_size: int | None = None,
+              conv_norm: str = "auto") -> tuple[Callable, optax.GradientTransformationExtraArgs]:
+  """The DP-SGD step of plan p and its optimiser: (step, optax.chain(privatiser, tx)).
+
+  Args:
+    p: the plan (clip norm, noise multiplier, expected batch size, clipping method, fault).
+    loss_fn: (logits [B, C], labels [B]) -> per-example losses [B] (training.losses).
+    tx: the user's optax transformation, applied to the privatised mean gradient.
+    crop_padding, flip: augmentation, as the plain step's.
+    microbatch_size, conv_norm: clipping.clipped_grad's.
+
+  Returns:
+    step(state, batch, key) -> (state, metrics), with `runs_empty_batches = True` (the mapping
+    must not skip steps without real examples); build the state with the returned tx (its
+    opt_state is (PrivatizerState, tx's state)).
+  """
+  clip_norm = math.inf if p.fault == "no_clipping" else p.clip_norm
+  grad_fn = clipping.clipped_grad(loss_fn, clip_norm=clip_norm, method=p.clipping,
+                                  microbatch_size=microbatch_size, conv_norm=conv_norm)
+  privatizer = noise.gaussian_privatizer(
+      noise_multiplier=0.0 if p.fault == "no_noise" else p.noise_multiplier,
+      l2_sensitivity=p.clip_norm, expected_batch_size=p.expected_batch_size)
+  step = functools.partial(dp_train_step, grad_fn=grad_fn, crop_padding=crop_padding, flip=flip)
+  step.runs_empty_batches = True
+  return step, optax.chain(privatizer, tx)
+
+
+def make_sampler(p: DPPlan, keep: np.ndarray, seed: int) -> sampling.PoissonSampler:
+  """The Poisson sampler plan p was accounted for, over keep bool [M, N] (sampling 'poisson';
+  a 'shuffle' plan trains on the trainer's uniform batches of p.max_batch)."""
+  if p.sampling != "poisson":
+    raise ConfigError(f"dp.sampling={p.sampling!r} has no Poisson sampler; use the trainer's "
+                      "uniform batches (training.samplers.UniformSampler)")
+  return sampling.PoissonSampler(keep=keep, expected_batch_size=p.expected_batch_size,
+                                 seed=seed, steps_per_epoch=p.steps_per_epoch,
+                                 max_batch=p.max_batch)
