@@ -150,7 +150,8 @@ def comparison(result: dict, before: dict, label: str) -> list[str]:
                  f"{ratio(r['run_s'], o['run_s'])} | {r['per_extra_target_s']:.3f} / "
                  f"{o['per_extra_target_s']:.3f} | "
                  f"{ratio(r['per_extra_target_s'], o['per_extra_target_s'])} |")
-  for key in ("total_attack_s", "scaling_one_target_s", "bootstrap_1000_one_target_s"):
+  for key in ("total_attack_s", "scaling_one_target_s", "bootstrap_1000_one_target_s",
+              "evaluate_one_target_ms"):
     if key in before:
       lines.append(f"| {key} | {result[key]:.2f} / {before[key]:.2f} | "
                    f"{ratio(result[key], before[key])} | | |")
