@@ -88,8 +88,8 @@ def jax_step(model, sample_x, dp: bool, batch_size: int):
                         clipping="fast") if dp else None)
   cfg = ml_collections.ConfigDict({"label_smoothing": 0.0,
                                    "augment": {"crop_padding": 0, "flip": False}})
+  step, tx = from_config.make_step(cfg, "lax", tx, plan)
   state = steps.init_state(model, tx, jax.random.key(0), sample_x[:1])
-  step = from_config.make_step(cfg, "lax", plan)
   one = lambda st, x, y, mask, key: step(st, steps.Batch(x, y, mask), key)
   return state, jax.jit(one, donate_argnums=0)
 # ===== end of the adapter ======================================================================
@@ -171,7 +171,8 @@ def plan(args) -> list[tuple]:
     torch_args = ["train", "--model", kind, "--epochs", str(epochs), "--models", str(s["models"]),
                   "--pool", str(s["pool"]), "--val", str(val), "--test", str(test)]
     return [("mia_jax", lambda: run_cli(kind, s, log)),
-            ("torch", lambda: run_worker(BASELINE, torch_args, log))]
+            ("torch", lambda: run_worker(BASELINE, torch_args, log)),
+            ("torch1", lambda: run_worker(BASELINE, torch_args + ["--threads", "1"], log))]
   runs = []
   for r in range(args.repeats):
     cases = [("train_mlp", train_pair("mlp", sizes["epochs"]))]
@@ -181,7 +182,8 @@ def plan(args) -> list[tuple]:
     cases.append(("default_audit", [("mia_jax", lambda: run_cli("default", sizes, log))]))
     cases.append(("steps", [
         ("mia_jax", lambda: run_worker(THIS, ["--worker", "jax_steps"] + step_args, log)),
-        ("torch", lambda: run_worker(BASELINE, ["steps"] + step_args, log))]))
+        ("torch", lambda: run_worker(BASELINE, ["steps"] + step_args, log)),
+        ("torch1", lambda: run_worker(BASELINE, ["steps", "--threads", "1"] + step_args, log))]))
     if args.long and r == 0:
       cases.append(("train_mlp_20", train_pair("mlp", 20)))
     for case, sides in cases:

@@ -9,11 +9,9 @@ is a known bug of public MIA code that changes every score.
 
 The store is written one model at a time into its final array: an array in memory, or a .npy
 file on disk (`out=path`, a numpy memmap) when M * N * Q * C does not fit; beside it only one
-model's logits [N, C] are ever held. float16 halves the store. What it costs, measured on 16
-Purchase100-shaped MLPs (LiRA online, 4 targets; experiments/results/bench_ensemble.md): scores
-move by 0.015 at the median (their median magnitude is 28) and by up to 3.6 in the far tails,
-where LiRA divides by tiny variances; AUC by at most 1.1e-5 and TPR at 0.1% FPR by at most
-1e-3 (one example). Keep float32 when the lowest-FPR tail is the result.
+model's logits [N, C] are ever held. float16 halves the store; it moves LiRA's scores most in
+the far tails, where LiRA divides by tiny variances (measured in
+experiments/results/bench_ensemble.md): keep float32 when the lowest-FPR tail is the result.
 """
 
 import os

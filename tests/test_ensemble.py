@@ -141,7 +141,7 @@ def test_forward_convolutions_keep_a_cnn_step_in_the_loops_program():
   for conv in kernels.CONVS:
     state = steps.init_state(model, optax.sgd(0.1), jax.random.key(0), x[:1],
                              kernels.with_convolutions(model.apply, conv))
-    step = from_config.make_step(train_cfg(), conv)
+    step, _ = from_config.make_step(train_cfg(), conv, optax.sgd(0.1))
     slow[conv] = xla_cpu.slow_in_loops(jax.make_jaxpr(step)(state, batch,
                                                             jax.random.key(0)).jaxpr)
   assert slow == {"lax": True, "im2col": False, "forward": False}
@@ -242,11 +242,11 @@ def _epochs(name, conv, model, x, y, keep, active, *, epochs=2, batch_size=8, op
   program (loop only)."""
   cfg = train_cfg(optimizer=optimizer, learning_rate=0.01, batch_size=batch_size)
   sampler = samplers.UniformSampler(keep, batch_size, seed=3)
-  tx = optim.make_optimizer(cfg, sampler.steps_per_epoch)
+  step, tx = from_config.make_step(cfg, conv, optim.make_optimizer(cfg, sampler.steps_per_epoch),
+                                   dp_plan)
   ids = np.arange(keep.shape[0], dtype=np.int32)
   state = steps.init_ensemble(model, tx, keys.model_keys(3, ids), jnp.asarray(x[:1]),
                               kernels.with_convolutions(model.apply, conv))
-  step = from_config.make_step(cfg, conv, dp_plan)
   mapper = mapping.make_mapping(name, lanes)
   pool = (jnp.asarray(x), jnp.asarray(y))
   used, metrics = [], None

@@ -14,13 +14,20 @@ epoch. A step that leaves the state untouched on a batch without any real exampl
 skipped; a step with `runs_empty_batches = True` (DP-SGD) never is.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mia_jax.training.state import Batch
+
+class Batch(NamedTuple):
+  """One padded batch: x [B, ...], y int32 [B], mask float32 [B] (1 real example, 0 padding).
+  (Re-exported as mia_jax.training.state.Batch.)"""
+  x: jax.Array
+  y: jax.Array
+  mask: jax.Array
+
 
 METRICS = ("loss_sum", "correct", "count")
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mia_jax.mapping import base
-from mia_jax.training.state import Batch
+from mia_jax.mapping.base import Batch
 
 
 def union_batches(idx: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,8 @@ from mia_jax.training.state import TrainState
 
 @dataclasses.dataclass
 class TrainResult:
-  state: TrainState              # leaves [M, ...] (numpy); the best epoch's under early stopping
+  state: TrainState              # leaves [M, ...] (numpy); the best epoch's under early stopping;
+                                 # tx None: a result is compared and saved, not stepped
   history: list[dict]            # one record per epoch, per-model lists inside
   epochs_run: int
   resumed_from: int              # epochs already done when this call started (0 = fresh)
@@ -140,12 +141,12 @@ def train_ensemble(step: Callable, init_state: TrainState, sampler, mapping, *,
   epoch = start
   if start < epochs and stopper.active.any():
     timer = progress.Timer(epochs, start, chunks_after,
-                           checkpoint.every_seconds if checkpoint else 0.0)
+                           checkpoint.every_seconds if checkpoint else 0.0, checkpoint is not None)
     epoch, state, best = run.epochs(mapping.put(state),
                                     mapping.put(best) if best is not None else None, timer)
   if ckpt is not None:
     ckpt.close()
-  final = mapping.get(best if best is not None else state)
+  final = mapping.get(best if best is not None else state).replace(tx=None)
   return TrainResult(jax.tree.map(lambda a: a[:num_real], final), history, epoch, start)
 
 

@@ -9,7 +9,6 @@ pass their global model ids, so a model is the same whatever the chunking.
 """
 
 import functools
-import math
 import os
 from typing import Callable
 
@@ -18,12 +17,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from mia_jax import kernels, mapping
-from mia_jax.data import augment
 from mia_jax.errors import ConfigError
-from mia_jax.privacy import clipping, noise
-from mia_jax.training import curriculum, ensemble, keys, optim, samplers, steps
+from mia_jax.training import curriculum, ensemble, keys, losses, optim, samplers, steps
 from mia_jax.training import dp as dp_lib
 
 STRATEGIES = mapping.STRATEGIES
@@ -36,66 +34,36 @@ def resolve_strategy(cfg: ml_collections.ConfigDict, model: nn.Module, sample_x
                          lanes=cfg.get("lanes", 0))
 
 
-def _dp_step(state, batch, key, *, dp_plan, label_smoothing, crop_padding, flip):
-  """DP-SGD's step of today's path: clipped per-example gradients plus Gaussian noise (until
-  mia_jax.training.dp builds it from the clipping transform and the privatiser). Every step
-  updates, even on an empty batch; `correct` is NaN (no extra forward pass)."""
-  if state.batch_stats:
-    raise ConfigError("DP-SGD cannot train a model with BatchNorm (its batch statistics mix "
-                      "examples); set --config.model.norm=group")
-  aug_key, dropout_key = jax.random.split(key)
-  x = augment.augment(aug_key, batch.x, crop_padding, flip)
-  apply_fn = lambda params, inputs, rng: state.apply_fn(
-      {"params": params}, inputs, train=True, rngs={} if rng is None else {"dropout": rng})
-  sum_clip = math.inf if dp_plan.fault == "no_clipping" else dp_plan.clip_norm
-  total, aux = clipping.clipped_grad_sum(apply_fn, state.params, x, batch.y, batch.mask,
-                                         clip_norm=sum_clip, method=dp_plan.clipping,
-                                         label_smoothing=label_smoothing, rng=dropout_key)
-  sigma = 0.0 if dp_plan.fault == "no_noise" else dp_plan.noise_multiplier
-  grads = noise.privatize(total, jax.random.fold_in(key, 0x5EED), step=0, noise_multiplier=sigma,
-                          clip_norm=dp_plan.clip_norm,
-                          expected_batch_size=dp_plan.expected_batch_size)
-  count = jnp.sum(batch.mask)
-  return state.apply_gradients(grads), {"loss_sum": jnp.sum(aux.losses * batch.mask),
-                                        "correct": jnp.nan * count, "count": count}
-
-
-class _PoissonBatches:
-  """Today's Poisson batches of a DP plan (dp.poisson_epoch_batches) as a sampler."""
-
-  def __init__(self, keep, dp_plan, seed):
-    self.keep, self.plan, self.seed = keep, dp_plan, seed
-    self.steps_per_epoch, self.batch_size = dp_plan.steps_per_epoch, dp_plan.max_batch
-
-  def epoch(self, epoch, model_ids):
-    idx, mask = dp_lib.poisson_epoch_batches(self.keep[model_ids], self.plan, self.seed, epoch,
-                                             model_ids=model_ids)
-    return idx.transpose(1, 0, 2), mask.transpose(1, 0, 2) > 0
-
-
 def make_sampler(cfg, keep, seed, dp_plan=None, difficulty=None):
-  """The sampler of the config: Poisson (DP-SGD's), curriculum or uniform batches; the steps per
-  epoch are those of the whole ensemble (chunking-invariant)."""
+  """The sampler of the config: DP-SGD's (Poisson, or uniform batches of the plan's size),
+  curriculum or uniform batches; steps per epoch those of the whole ensemble (chunking-invariant)."""
   if dp_plan is not None and dp_plan.sampling == "poisson":
-    return _PoissonBatches(keep, dp_plan, seed)
+    return dp_lib.make_sampler(dp_plan, keep, seed)
+  if dp_plan is not None:
+    return samplers.UniformSampler(keep, dp_plan.max_batch, seed)
   if cfg.get("curriculum") is not None and bool(cfg.curriculum.enabled):
     return samplers.CurriculumSampler(keep, int(cfg.batch_size), seed, difficulty,
                                       curriculum.schedule_for(cfg.curriculum, int(cfg.epochs)))
   return samplers.UniformSampler(keep, int(cfg.batch_size), seed)
 
 
-def make_step(cfg, conv: str, dp_plan=None) -> Callable:
-  """The train step of the config (plain, or DP-SGD's), its pooling rewritten (kernels) unless
-  conv is 'lax'."""
+def make_step(cfg, conv: str, tx: optax.GradientTransformation, dp_plan=None
+              ) -> tuple[Callable, optax.GradientTransformation]:
+  """The train step of the config and the optimizer its states need: (plain step, tx), or
+  DP-SGD's (dp.make_step: the privatiser chained before tx); the step's max-pooling rewritten
+  (kernels.with_window_max) unless conv is 'lax'."""
   aug = dict(crop_padding=int(cfg.augment.crop_padding), flip=bool(cfg.augment.flip))
+  loss_fn = functools.partial(losses.softmax_cross_entropy,
+                              label_smoothing=float(cfg.label_smoothing))
   if dp_plan is None:
-    step = steps.make_train_step(label_smoothing=float(cfg.label_smoothing), **aug)
+    step = steps.make_train_step(loss_fn=loss_fn, **aug)
   else:
-    step = functools.partial(_dp_step, dp_plan=dp_plan,
-                             label_smoothing=float(cfg.label_smoothing), **aug)
-  rewritten = step if conv == "lax" else kernels.with_window_max(step)
-  rewritten.runs_empty_batches = dp_plan is not None
-  return rewritten
+    step, tx = dp_lib.make_step(dp_plan, loss_fn, tx=tx, **aug)
+  if conv != "lax":
+    empty = getattr(step, "runs_empty_batches", False)
+    step = kernels.with_window_max(step)
+    step.runs_empty_batches = empty
+  return step, tx
 
 
 def _check(cfg, keep, val, dp_plan, difficulty) -> None:
@@ -143,8 +111,8 @@ def train_from_config(model: nn.Module, cfg: ml_collections.ConfigDict, pool_x: 
   _check(cfg, keep, val, dp_plan, difficulty)
   strategy = resolve_strategy(cfg, model, pool_x[:1])
   sampler = make_sampler(cfg, keep, seed, dp_plan, difficulty)
-  tx = optim.make_optimizer(cfg, sampler.steps_per_epoch)
-  step = make_step(cfg, strategy.conv, dp_plan)
+  step, tx = make_step(cfg, strategy.conv, optim.make_optimizer(cfg, sampler.steps_per_epoch),
+                       dp_plan)
   apply_fn = kernels.with_convolutions(model.apply, strategy.conv)
   # Vmapped over the models, a forward convolution becomes a grouped one (slow on a CPU):
   # evaluation, which has no gradients, runs forward's convolutions as im2col's matmuls.

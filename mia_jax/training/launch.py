@@ -16,6 +16,9 @@ import sys
 
 import jax
 
+# Imported before jax.distributed.initialize: importing mia_jax creates no array (no backend).
+from mia_jax import main as mia_main
+
 
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
   """jax.distributed.initialize with CPU collectives (gloo) when the backend is the CPU."""
@@ -35,7 +38,6 @@ def main(argv=None) -> None:
   p.add_argument("--process_id", type=int, default=None)
   args = p.parse_args(own)
   initialize(args.coordinator, args.num_processes, args.process_id)
-  from mia_jax import main as mia_main  # pylint: disable=g-import-not-at-top
   sys.argv = [sys.argv[0]] + rest
   mia_main.run_cli()
 

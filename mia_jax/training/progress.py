@@ -35,6 +35,7 @@ class Timer:
   start: int
   chunks_after: int = 0          # chunks still to train after this one, each as long
   every_s: float = 0.0           # checkpoint interval (0: every epoch)
+  checkpoints: bool = True       # False: no checkpoint is saved, none counted in the time left
   compute_s: list = dataclasses.field(default_factory=list)
   save_s: list = dataclasses.field(default_factory=list)
   last_save: float = dataclasses.field(default_factory=time.perf_counter)
@@ -54,10 +55,11 @@ class Timer:
   def left(self) -> tuple[float, bool]:
     """Seconds left (this chunk's epochs and the chunks after it) and whether a bound only."""
     done = self.start + len(self.compute_s)
-    left, bound = time_left(self.compute_s, self.save_s, self.epochs - done, self.every_s)
+    save_s = self.save_s if self.checkpoints else [0.0]
+    left, bound = time_left(self.compute_s, save_s, self.epochs - done, self.every_s)
     if self.chunks_after:
-      left += self.chunks_after * time_left(self.compute_s, self.save_s,
-                                            self.epochs - self.start, self.every_s)[0]
+      left += self.chunks_after * time_left(self.compute_s, save_s, self.epochs - self.start,
+                                            self.every_s)[0]
     return left, bound
 
 

@@ -10,19 +10,16 @@ every array leaf stacked on a leading model axis [M, ...].
   batch = Batch(x=x, y=y, mask=np.ones(len(y), np.float32))
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
 
+from mia_jax.mapping.base import Batch   # defined beside the mappings, which build batches
 
-class Batch(NamedTuple):
-  """One padded batch: x [B, ...], y int32 [B], mask float32 [B] (1 real example, 0 padding)."""
-  x: jax.Array
-  y: jax.Array
-  mask: jax.Array
+__all__ = ["Batch", "TrainState", "variables_of"]
 
 
 @flax.struct.dataclass
