@@ -56,9 +56,13 @@ def _probs(data: AttackData, population: bool) -> np.ndarray:
   p_y = sigmoid(scaled logit), so the scaled logit LiRA caches serves RMIA too and the
   logits are read once.
   """
-  return data.cached(
-      ("design", "rmia", "p", population),
-      lambda: special.expit(data.signal("scaled_logit", population)).mean(axis=-1))
+  return data.cached(("design", "rmia", "p", population),
+                     lambda: _from_scaled_logit(data.signal("scaled_logit", population)))
+
+
+def _from_scaled_logit(phi: np.ndarray) -> np.ndarray:
+  """Pr(x | theta) [...] from the scaled logit [..., Q]: p_y = sigmoid(phi), mean over Q."""
+  return special.expit(phi).mean(axis=-1)
 
 
 def _totals(p: np.ndarray, keep: np.ndarray) -> dict:
@@ -151,8 +155,7 @@ def probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   logits float [..., N, Q, C], labels int [N] -> float [..., N] (float32 at least), computed
   as sigmoid of signals.scaled_logit (the same number, stable for extreme logits).
   """
-  labels = np.asarray(labels)[:, None]
-  return special.expit(signals.scaled_logit(logits, labels)).mean(axis=-1)
+  return _from_scaled_logit(signals.scaled_logit(logits, np.asarray(labels)[:, None]))
 
 
 def prior(reference_prob: np.ndarray, reference_in: np.ndarray, *, offline: bool = False,
