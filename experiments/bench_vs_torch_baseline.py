@@ -11,7 +11,8 @@ models trained one after another, each an epoch at a time over a fresh permutati
 members in batches of 128 (the last one partial), Adam lr 1e-3; then every model's eval-mode
 logits on the pool and the test split, batch 1024. `steps`: the per-step seconds of plain Adam
 steps and of Opacus's DP-SGD (hooks and ghost clipping; clip 1, noise multiplier 1, a fixed
-batch: no Poisson loader) on the batches of `step_data`. torch runs on 2 threads.
+batch: no Poisson loader) on the batches of `step_data`. torch runs on --threads
+threads (2: the machine's cores; 1: what a machine loaded by other jobs disturbs least).
 """
 
 import argparse
@@ -79,7 +80,7 @@ def worker_torch_train(a) -> dict:
   """16 models trained one after another, then every model's eval-mode logits."""
   import torch
   import torch.nn.functional as F
-  torch.set_num_threads(2)
+  torch.set_num_threads(a.threads)
   t0 = time.perf_counter()
   px, py, tx_, ty = load_fashion_mnist(a.pool, a.test, a.val)
   px, tx_ = (torch.from_numpy(v.transpose(0, 3, 1, 2).copy()) for v in (px, tx_))
@@ -115,25 +116,23 @@ def worker_torch_train(a) -> dict:
 
 
 def worker_torch_steps(a) -> dict:
-  """Per-step seconds: plain Adam steps (on 2 threads, and on 1: 'plain1', which a loaded
-  machine disturbs less), Opacus hooks and Opacus ghost clipping."""
+  """Per-step seconds: plain Adam steps, Opacus ghost clipping and Opacus hooks."""
   import torch
   import torch.nn.functional as F
   from opacus import PrivacyEngine
+  torch.set_num_threads(a.threads)
   out = {}
-  dp_variants = ("plain", "plain1", "ghost", "hooks")
-  for kind, variants in (("mlp", ("plain", "plain1")), ("cnn", dp_variants),
-                         ("purchase", dp_variants)):
+  for kind, variants in (("mlp", ("plain",)), ("cnn", ("plain", "ghost", "hooks")),
+                         ("purchase", ("plain", "ghost", "hooks"))):
     x, y = (torch.from_numpy(v) for v in step_data(kind, "nchw"))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
                                          batch_size=len(y))
     for variant in variants:
-      torch.set_num_threads(1 if variant == "plain1" else 2)
       torch.manual_seed(0)
       net = torch_module(kind)
       opt = torch.optim.Adam(net.parameters(), lr=1e-3)
       loss_fn = F.cross_entropy
-      if not variant.startswith("plain"):
+      if variant != "plain":
         made = PrivacyEngine().make_private(
             module=net, optimizer=opt, data_loader=loader, criterion=torch.nn.CrossEntropyLoss(),
             noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False,
@@ -166,6 +165,7 @@ def main() -> None:
   p.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
   for name in ("--epochs", "--models", "--pool", "--val", "--test", "--steps", "--few"):
     p.add_argument(name, type=int, default=0)
+  p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   args = p.parse_args()
   result = (worker_torch_train if args.worker == "train" else worker_torch_steps)(args)
   with open(args.result, "w") as f:

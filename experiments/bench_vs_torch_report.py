@@ -1,7 +1,8 @@
 """The summary of experiments/bench_vs_torch.py's runs: figures over repeats, ratios, issue 18's
 goals marked met or not, and the markdown table (experiments/results/bench_vs_torch.md).
 
-A run is {"repeat", "case", "side" ('mia_jax' | 'torch'), "load", "result"}: a CLI run's
+A run is {"repeat", "case", "side" ('mia_jax' | 'torch' | 'torch1': PyTorch on 2 threads or
+1), "load", "result"}: a CLI run's
 figures (bench_vs_torch.cli_figures), a PyTorch worker's (bench_vs_torch_baseline.py) or a
 step worker's {"kind/variant": [seconds per step]}.
 """
@@ -26,16 +27,23 @@ def fmt(f: dict, scale: float = 1.0, digits: int = 2) -> str:
   return f"{median} [{low}, {high}]" if f["n"] > 1 else median
 
 
+TORCH = ("torch", "torch1")   # PyTorch on 2 threads (the cores) and on 1
+
+
 def paired(runs, case, fn_jax, fn_torch) -> dict:
-  """Both sides' figure per repeat of `case`, and the per-repeat ratio torch / mia_jax (above 1:
-  mia_jax is faster)."""
+  """`case`'s figure per side over repeats; PyTorch's best of its two thread counts per repeat;
+  and the per-repeat ratios best PyTorch / mia_jax and 2 threads / mia_jax (above 1: mia_jax
+  is faster)."""
   by_repeat = {}
   for run in runs:
     if run["case"] == case:
       by_repeat.setdefault(run["repeat"], {})[run["side"]] = run["result"]
-  pairs = [(fn_jax(v["mia_jax"]), fn_torch(v["torch"])) for v in by_repeat.values() if len(v) == 2]
-  return {"mia_jax": spread(j for j, _ in pairs), "torch": spread(t for _, t in pairs),
-          "ratio": spread(t / j for j, t in pairs)}
+  rows = [(fn_jax(v["mia_jax"]), {t: fn_torch(v[t]) for t in TORCH if t in v})
+          for v in by_repeat.values() if "mia_jax" in v and any(t in v for t in TORCH)]
+  return {"mia_jax": spread(j for j, _ in rows),
+          **{t: spread(ts.get(t) for _, ts in rows) for t in TORCH},
+          "ratio": spread(min(ts.values()) / j for j, ts in rows),
+          "ratio_2_threads": spread(ts["torch"] / j for j, ts in rows if "torch" in ts)}
 
 
 def of_case(runs, case, side="mia_jax"):
@@ -55,18 +63,35 @@ TRAIN_FIGURES = {   # name: (mia_jax's figure from the CLI run, PyTorch's from i
 STAGES = ("data_s", "train_s", "inference_s", "attack_s", "shadow_scaling_s", "figures_s",
           "total_s")
 STEP_NAMES = {"mlp": "Fashion-MNIST MLP", "cnn": "CNN", "purchase": "Purchase100 MLP"}
+# (label, numerator, denominator); "torch_best" is PyTorch's faster thread count per repeat.
 STEP_RATIOS = [(f"{STEP_NAMES[k]}: {a_name} / {b_name}", f"{a}:{k}/{av}", f"{b}:{k}/{bv}")
                for k in ("purchase", "cnn")
                for a_name, a, av, b_name, b, bv in (
                    ("mia_jax DP", "mia_jax", "dp", "mia_jax plain", "mia_jax", "plain"),
-                   ("Opacus ghost", "torch", "ghost", "PyTorch plain", "torch", "plain"),
-                   ("Opacus ghost", "torch", "ghost", "mia_jax DP", "mia_jax", "dp"),
-                   ("Opacus hooks", "torch", "hooks", "mia_jax DP", "mia_jax", "dp"),
-                   ("PyTorch plain", "torch", "plain", "mia_jax plain", "mia_jax", "plain"))]
-STEP_RATIOS += [(f"{STEP_NAMES[k]}: PyTorch plain / mia_jax plain", f"torch:{k}/plain",
-                 f"mia_jax:{k}/plain") for k in ("mlp",)] + [
-    (f"{STEP_NAMES[k]}: PyTorch plain on 1 thread / mia_jax plain", f"torch:{k}/plain1",
-     f"mia_jax:{k}/plain") for k in ("mlp", "cnn", "purchase")]
+                   ("Opacus ghost", "torch_best", "ghost", "PyTorch plain", "torch_best", "plain"),
+                   ("Opacus ghost", "torch_best", "ghost", "mia_jax DP", "mia_jax", "dp"),
+                   ("Opacus hooks", "torch_best", "hooks", "mia_jax DP", "mia_jax", "dp"),
+                   ("PyTorch plain", "torch_best", "plain", "mia_jax plain", "mia_jax", "plain"))]
+STEP_RATIOS.append(("Fashion-MNIST MLP: PyTorch plain / mia_jax plain", "torch_best:mlp/plain",
+                    "mia_jax:mlp/plain"))
+
+
+def step_times(runs) -> tuple[dict, dict]:
+  """{"side:kind/variant": {repeat: median step s}} (with side torch_best: the faster of
+  PyTorch's thread counts in that repeat) and {same key: the fastest single step s}."""
+  medians, fastest = {}, {}
+  for run in runs:
+    if run["case"] != "steps":
+      continue
+    for key, times in run["result"].items():
+      if key == "wall_s":
+        continue
+      for side in [run["side"]] + (["torch_best"] if run["side"] in TORCH else []):
+        by_repeat = medians.setdefault(f"{side}:{key}", {})
+        by_repeat[run["repeat"]] = min(by_repeat.get(run["repeat"], 1e9),
+                                       statistics.median(times))
+        fastest[f"{side}:{key}"] = min(fastest.get(f"{side}:{key}", 1e9), min(times))
+  return medians, fastest
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -78,17 +103,12 @@ def summarise(runs: list[dict]) -> dict:
           sum(r["timing"][k] for k in STAGES[2:6]) / r["timing"]["train_s"]
           for r in of_case(runs, case))}
       s[case]["stages"] = {k: spread(r["timing"][k] for r in of_case(runs, case)) for k in STAGES}
-  steps, fastest = {}, {}   # "side:kind/variant": per-repeat median step s; the fastest step
-  for side in ("mia_jax", "torch"):
-    for result in of_case(runs, "steps", side):
-      for key, times in result.items():
-        if key != "wall_s":
-          steps.setdefault(f"{side}:{key}", []).append(statistics.median(times))
-          fastest[f"{side}:{key}"] = min(fastest.get(f"{side}:{key}", 1e9), min(times))
-  s["step_s"] = {k: spread(v) for k, v in sorted(steps.items())}
+  medians, fastest = step_times(runs)
+  s["step_s"] = {k: spread(v.values()) for k, v in sorted(medians.items())}
   s["fastest_step_s"] = dict(sorted(fastest.items()))
-  s["step_ratios"] = {label: spread(x / y for x, y in zip(steps.get(a, []), steps.get(b, [])))
-                      for label, a, b in STEP_RATIOS}
+  s["step_ratios"] = {label: spread(medians[a][r] / medians[b][r] for r in medians[a]
+                                    if r in medians[b])
+                      for label, a, b in STEP_RATIOS if a in medians and b in medians}
   s["fastest_step_ratios"] = {label: fastest[a] / fastest[b] for label, a, b in STEP_RATIOS
                               if a in fastest and b in fastest}
   s["dp_loop_mlp"] = dp_in_loop(runs)
@@ -169,22 +189,28 @@ def write_markdown(path: str, meta: dict, s: dict) -> None:
       "Figures: median [min, max] over the interleaved repeats (each a fresh process; n in the "
       "json); ratios per repeat, above 1 where mia_jax is faster unless named otherwise.", "",
       "## Training, batch 128, Adam", "",
-      "| case | figure | mia_jax | PyTorch | PyTorch / mia_jax |", "|---|---|---|---|---|"]
+      "| case | figure | mia_jax | PyTorch, 2 threads | PyTorch, 1 thread | best PyTorch / "
+      "mia_jax | 2 threads / mia_jax |", "|---|---|---|---|---|---|---|"]
   for case in ("train_mlp", "train_cnn", "train_mlp_20"):
     for name in [n for n in s.get(case, {}) if n != "stages"]:
       f = s[case][name]
-      lines.append(f"| {case} | {name} | {fmt(f['mia_jax'])} | {fmt(f.get('torch'))} | "
-                   f"{fmt(f.get('ratio'))} |")
+      lines.append(f"| {case} | {name} | " + " | ".join(fmt(f.get(k)) for k in (
+          "mia_jax", "torch", "torch1", "ratio", "ratio_2_threads")) + " |")
   lines += ["", "mia_jax's stages (s, results.json `timing`):", "",
             "| case | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
   lines += [f"| {case} | " + " | ".join(fmt(s[case]["stages"][k], 1, 1) for k in STAGES) + " |"
             for case in ("train_mlp", "train_cnn", "train_mlp_20") if case in s]
   lines += ["", "## One step on its own (mia_jax's step jitted alone, one model)", "",
             "Median: of each process's step times, over repeats; fastest: the fastest step of "
-            "all repeats (the least disturbed by the other jobs).", "",
-            "| step | median ms | fastest ms |", "|---|---|---|"] + [
-      f"| {k} | {fmt(v, 1e3, 1)} | {1e3 * s['fastest_step_s'][k]:.1f} |"
-      for k, v in s["step_s"].items()]
+            "all repeats (the least disturbed by the other jobs). torch: PyTorch on 2 threads, "
+            "torch1: on 1, torch_best: the faster of the two in each repeat (the ratios' "
+            "PyTorch).", "",
+            "| step | mia_jax ms | torch ms | torch1 ms |", "|---|---|---|---|"]
+  for step in sorted({k.split(":")[1] for k in s["step_s"]}):
+    cells = [f"{fmt(s['step_s'][f'{side}:{step}'], 1e3, 1)} (fastest "
+             f"{1e3 * s['fastest_step_s'][f'{side}:{step}']:.1f})"
+             if f"{side}:{step}" in s["step_s"] else "-" for side in ("mia_jax",) + TORCH]
+    lines.append(f"| {step} | " + " | ".join(cells) + " |")
   lines += ["", "| ratio of steps | of the medians | of the fastest |", "|---|---|---|"] + [
       f"| {k} | {fmt(v)} | {s['fastest_step_ratios'].get(k, float('nan')):.2f} |"
       for k, v in s["step_ratios"].items()]
