@@ -14,7 +14,7 @@ from mia_jax.data import canaries, membership
 from mia_jax.errors import ConfigError
 from mia_jax.models import cnn, mlp
 from mia_jax.privacy import accounting, auditing, noise, sampling
-from mia_jax.training import dp, losses
+from mia_jax.training import dp, losses, samplers
 from mia_jax.training.state import Batch, TrainState
 
 from conftest import tiny_config
@@ -164,7 +164,7 @@ def test_plan_calibrates_sigma_and_accounts_the_smallest_model():
 def test_make_sampler_is_the_one_the_plan_accounts_for():
   """Poisson: privacy's PoissonSampler with the plan's padded batch and steps, model m's rate
   B / n_m, the plan's accounted rate the largest of them (the smallest model), truncation
-  within the bound."""
+  within the bound; shuffle: the trainer's uniform batches, each example once per epoch."""
   keep = membership.keep_matrix(0, 3, 300)
   p = dp.plan(dp_cfg(enabled=True, noise_multiplier=1.0), keep, 30, 1)
   sampler = dp.make_sampler(p, keep, seed=4)
@@ -174,8 +174,11 @@ def test_make_sampler_is_the_one_the_plan_accounts_for():
   assert p.sampling_rate == pytest.approx(sampler.sampling_rates.max())
   assert sampler.truncation_prob <= 1e-6   # p.epsilon() accounts the truncation at max_batch
   shuffled = dp.plan(dp_cfg(enabled=True, noise_multiplier=1.0, sampling="shuffle"), keep, 30, 1)
-  with pytest.raises(ConfigError, match="uniform"):
-    dp.make_sampler(shuffled, keep, seed=4)
+  uniform = dp.make_sampler(shuffled, keep, seed=4)
+  assert isinstance(uniform, samplers.UniformSampler) and uniform.batch_size == 30
+  idx, mask = uniform.epoch(0, np.arange(3))
+  for m in range(3):
+    assert sorted(idx[m][mask[m]].tolist()) == np.flatnonzero(keep[m]).tolist()
 
 
 def test_epsilon_by_epoch_grows_to_the_rdp_figure_of_the_run():

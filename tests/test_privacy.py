@@ -455,19 +455,42 @@ def test_privatizer_in_a_chain_is_noise_then_the_users_tx():
 
 @pytest.mark.parametrize("padding,ks", [("SAME", (3, 3)), ("VALID", (3, 3)), ("SAME", (2, 3)),
                                         ("VALID", (1, 2))])
-def test_slice_patches_equal_lax_patches(padding, ks):
-  """The ghost norms' patches as shifted slices (loop-friendly) equal lax's identity-kernel
-  convolution, in its C_in-major order, SAME's uneven padding of even kernels included."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from mia_jax.privacy import ghost  # pylint: disable=g-import-not-at-top
+def test_conv_patches_are_lax_patches_in_kernel_order(padding, ks):
+  """The ghost norms' patches of a stride-1 conv (kernels.im2col_patches' shifted slices,
+  loop-friendly) equal lax's identity-kernel convolution reordered window major (the flax
+  kernel's order), SAME's uneven padding of even kernels included, with no convolution in
+  their trace."""
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 6, 3)), jnp.float32)
-  fast = ghost._slice_patches(x, ks, padding)
-  np.testing.assert_array_equal(ghost._conv_patches(nn.Conv(4, ks, padding=padding), x)[0], fast)
+  patches, _ = ghost._conv_patches(nn.Conv(4, ks, padding=padding), x)
   dn = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                     out_spec=(0, 3, 1, 2))
   ref = jax.lax.conv_general_dilated_patches(x, ks, (1, 1), padding, dimension_numbers=dn,
                                              precision=jax.lax.Precision.HIGHEST)
-  np.testing.assert_array_equal(fast, ref.reshape(2, -1, ref.shape[-1]))
-  # and the ghost norms take this path (no convolution in their trace)
+  ref = ref.reshape(2, -1, 3, ks[0] * ks[1]).swapaxes(2, 3).reshape(2, -1, 3 * ks[0] * ks[1])
+  np.testing.assert_array_equal(patches, ref)
   jaxpr = jax.make_jaxpr(lambda v: ghost._conv_patches(nn.Conv(4, ks, padding=padding), v)[0])(x)
   assert not any(e.primitive.name == "conv_general_dilated" for e in jaxpr.jaxpr.eqns)
+
+
+class _StridedConv(nn.Module):
+  """Convolutions ghost clipping takes through lax's patches: strided, dilated, 1-d."""
+
+  @nn.compact
+  def __call__(self, x):
+    h = jnp.tanh(nn.Conv(3, (3, 2), strides=2, padding="SAME")(x))
+    h = jnp.tanh(nn.Conv(4, (2, 2), kernel_dilation=2, padding="VALID")(h))
+    h = nn.Conv(2, (3,), padding="SAME")(h.reshape(h.shape[0], -1, h.shape[-1]))
+    return nn.Dense(3)(h.reshape(h.shape[0], -1))
+
+
+def test_strided_and_dilated_convs_match_reference():
+  model = _StridedConv()
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(5, 9, 8, 2)), jnp.float32)
+  y = jnp.arange(5) % 3
+  params = _random_params(model, x, seed=1)
+  apply_fn = lambda p, x, rng: model.apply({"params": p}, x)
+  mask = jnp.ones(5).at[3].set(0.0)
+  fast = _clipped(apply_fn, params, x, y, mask, clip_norm=0.2)
+  ref = _clipped(apply_fn, params, x, y, mask, clip_norm=0.2, method="reference")
+  _assert_tree_close(fast[0], ref[0])
+  np.testing.assert_allclose(fast[1].grad_norms, ref[1].grad_norms, rtol=1e-4)

@@ -40,12 +40,14 @@ naming method="reference".
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mia_jax import kernels
 from mia_jax.errors import ConfigError
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -197,19 +199,21 @@ def _dense_sums(site, a, d, own, w, keep, cache):
 
 
 def _conv_patches(module: nn.Conv, x):
-  """im2col patches [B, T, C_in * prod(kernel)] (C_in major), matching flax.linen.Conv.
+  """im2col patches [B, T, prod(kernel) * C_in] (window major, C_in minor: the order of the
+  flax kernel's leading axes, so the kernel gradient is a reshape of patches^T deltas).
 
   A 2-D convolution with stride 1, no dilation and SAME or VALID padding takes its patches as
-  shifted slices; others through lax.conv_general_dilated_patches, a grouped convolution with
-  an identity kernel, which XLA:CPU runs slowly inside a loop (it would keep a DP-SGD step out
-  of the loop strategy's epoch program).
+  shifted slices (mia_jax.kernels.im2col_patches); others through
+  lax.conv_general_dilated_patches (C_in major, reordered), a grouped convolution with an
+  identity kernel, which XLA:CPU runs slowly inside a loop.
   """
   ks = (module.kernel_size,) if isinstance(module.kernel_size, int) else tuple(module.kernel_size)
   nd = len(ks)
   bc = lambda v: (1,) * nd if v is None else ((v,) * nd if isinstance(v, int) else tuple(v))
   if (nd == 2 and x.ndim == 4 and module.padding in ("SAME", "VALID")
       and bc(module.strides) == (1, 1) and bc(module.kernel_dilation) == (1, 1)):
-    return _slice_patches(x, ks, module.padding), ks
+    p = kernels.im2col_patches(x, ks[0], ks[1], module.padding)
+    return p.reshape(p.shape[0], -1, p.shape[-1]), ks
   padding = nn.linear.canonicalize_padding(module.padding, nd)
   spatial = tuple(range(1, nd + 1))
   dn = jax.lax.ConvDimensionNumbers(lhs_spec=(0, nd + 1) + spatial,
@@ -218,19 +222,9 @@ def _conv_patches(module: nn.Conv, x):
   p = jax.lax.conv_general_dilated_patches(
       x, ks, bc(module.strides), padding, rhs_dilation=bc(module.kernel_dilation),
       dimension_numbers=dn, precision=_HIGHEST)
-  return p.reshape(p.shape[0], -1, p.shape[-1]), ks
-
-
-def _slice_patches(x, ks, padding: str):
-  """The patches of _conv_patches for x [B, H, W, C_in], stride 1: the kh * kw shifted windows
-  (SAME: padded as lax pads, (k - 1) // 2 before and k // 2 after), C_in major."""
-  kh, kw = ks
-  if padding == "SAME":
-    x = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
-  ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  p = jnp.stack([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
-                axis=-1)                                        # [B, Ho, Wo, C_in, kh * kw]
-  return p.reshape(x.shape[0], ho * wo, -1)
+  b, cin = p.shape[0], x.shape[-1]
+  p = p.reshape(b, -1, cin, math.prod(ks))                        # [B, T, C_in, prod(kernel)]
+  return jnp.swapaxes(p, 2, 3).reshape(b, p.shape[1], -1), ks
 
 
 def _conv_mode(site, p, d3):
@@ -256,10 +250,7 @@ def _conv_sums(site, a, d, own, w, keep, cache):
     kern = jnp.einsum("btk,bto->ko", _rows(p, keep), d3 * w[:, None, None], precision=_HIGHEST)
   else:
     kern = jnp.tensordot(w, _rows(g, keep), axes=1, precision=_HIGHEST)
-  ks = own["kernel"].shape[:-2]
-  cin, cout = own["kernel"].shape[-2:]
-  kern = kern.reshape((cin,) + ks + (cout,))
-  grads = {"kernel": jnp.moveaxis(kern, 0, len(ks))}
+  grads = {"kernel": kern.reshape(own["kernel"].shape)}
   if "bias" in own:
     grads["bias"] = jnp.dot(w, jnp.sum(d3, axis=1), precision=_HIGHEST)
   return grads

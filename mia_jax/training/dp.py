@@ -27,9 +27,8 @@ the audit should then find a bound far above the claimed epsilon.
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,42 +39,10 @@ from dp_accounting import rdp
 from mia_jax.data import augment
 from mia_jax.errors import ConfigError
 from mia_jax.privacy import accounting, clipping, noise, sampling
+from mia_jax.training import samplers
 from mia_jax.training.state import Batch, TrainState
 
 NOISE_STREAM = 0x5EED   # fold_in(step key, NOISE_STREAM): the privatiser's key
-
-
-@dataclasses.dataclass(frozen=True)
-class DPStepConfig:
-  """Static DP settings of a train step (hashable)."""
-  clip_norm: float
-  noise_multiplier: float
-  expected_batch_size: float
-  method: str = "fast"           # per-example clipping: fast (ghost) | reference (jax_privacy)
-  microbatch_size: int | None = None
-  conv: str = "lax"              # the model's convolutions (strategies.with_conv), set by the
-                                 # ensemble strategy
-  fault: str = ""                # '' | 'no_noise' | 'no_clipping': audit power checks only
-
-
-def noisy_grad(model: nn.Module, params: Any, x, y, mask, dropout_key, noise_key,
-               cfg: DPStepConfig, label_smoothing: float = 0.0):
-  """The privatised mean gradient of one model on one padded batch, and per-example losses [B].
-
-  (sum_i mask_i clip_C(g_i) + N(0, (sigma C)^2 I)) / expected_batch_size; with cfg.fault
-  'no_noise' sigma is 0, with 'no_clipping' C is infinite in the sum (not in the noise).
-  """
-  from mia_jax.training import strategies  # pylint: disable=g-import-not-at-top
-  apply_fn = strategies.with_conv(clipping.apply_fn_for(model, train=True), cfg.conv)
-  sum_clip = math.inf if cfg.fault == "no_clipping" else cfg.clip_norm
-  total, aux = clipping.clipped_grad_sum(
-      apply_fn, params, x, y, mask, clip_norm=sum_clip, method=cfg.method,
-      microbatch_size=cfg.microbatch_size, label_smoothing=label_smoothing, rng=dropout_key)
-  # noise_key is already unique to (model, step); privatize folds in step 0 on top of it.
-  sigma = 0.0 if cfg.fault == "no_noise" else cfg.noise_multiplier
-  grads = noise.privatize(total, noise_key, step=0, noise_multiplier=sigma,
-                          clip_norm=cfg.clip_norm, expected_batch_size=cfg.expected_batch_size)
-  return grads, aux.losses
 
 
 FAULTS = ("", "no_noise", "no_clipping")
@@ -272,12 +239,12 @@ def make_step(p: DPPlan, loss_fn: Callable, *, tx: optax.GradientTransformation,
   return step, optax.chain(privatizer, tx)
 
 
-def make_sampler(p: DPPlan, keep: np.ndarray, seed: int) -> sampling.PoissonSampler:
-  """The Poisson sampler plan p was accounted for, over keep bool [M, N] (sampling 'poisson';
-  a 'shuffle' plan trains on the trainer's uniform batches of p.max_batch)."""
-  if p.sampling != "poisson":
-    raise ConfigError(f"dp.sampling={p.sampling!r} has no Poisson sampler; use the trainer's "
-                      "uniform batches (training.samplers.UniformSampler)")
-  return sampling.PoissonSampler(keep=keep, expected_batch_size=p.expected_batch_size,
-                                 seed=seed, steps_per_epoch=p.steps_per_epoch,
-                                 max_batch=p.max_batch)
+def make_sampler(p: DPPlan, keep: np.ndarray, seed: int) -> samplers.Sampler:
+  """The sampler plan p was accounted for, over keep bool [M, N]: privacy's PoissonSampler
+  (sampling 'poisson') or the trainer's UniformSampler of p.max_batch (shuffle: each example
+  once per epoch)."""
+  if p.sampling == "poisson":
+    return sampling.PoissonSampler(keep=keep, expected_batch_size=p.expected_batch_size,
+                                   seed=seed, steps_per_epoch=p.steps_per_epoch,
+                                   max_batch=p.max_batch)
+  return samplers.UniformSampler(keep, p.max_batch, seed)
