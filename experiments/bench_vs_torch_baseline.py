@@ -12,7 +12,10 @@ members in batches of 128 (the last one partial), Adam lr 1e-3; then every model
 logits on the pool and the test split, batch 1024. `steps`: the per-step seconds of plain Adam
 steps and of Opacus's DP-SGD (hooks and ghost clipping; clip 1, noise multiplier 1, a fixed
 batch: no Poisson loader) on the batches of `step_data`. torch runs on --threads
-threads (2: the machine's cores; 1: what a machine loaded by other jobs disturbs least).
+threads (2: the machine's cores; 1: what a machine loaded by other jobs disturbs least), with
+OMP_WAIT_POLICY=PASSIVE unless the environment sets it: with OpenMP's default (spinning)
+policy, torch's threads stall each other when other processes hold the cores (the MLP step
+0.2-0.6 s instead of 10-30 ms at load 9; see experiments/results/bench_vs_torch.md).
 """
 
 import argparse
@@ -167,6 +170,7 @@ def main() -> None:
     p.add_argument(name, type=int, default=0)
   p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   args = p.parse_args()
+  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # read when torch loads OpenMP
   result = (worker_torch_train if args.worker == "train" else worker_torch_steps)(args)
   with open(args.result, "w") as f:
     json.dump(result, f)
