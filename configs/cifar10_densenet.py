@@ -3,7 +3,7 @@ no dropout, about 769k parameters), SGD momentum 0.9, lr 0.1 divided by 10 at ep
 / 90, 100 epochs, batch 64, no augmentation; members = the 50,000-image train split,
 non-members = the 10,000-image test split (membership.scheme = 'train_test'), one query.
 
-  python experiments/paper_table.py --config=configs/cifar10_densenet.py --workdir=/tmp/pt_cifar
+  python -m experiments.paper_table --config=configs/cifar10_densenet.py --workdir=/tmp/pt_cifar
 
 needs CIFAR-10 prepared for tfds (tfds build cifar10) and an accelerator: on a 2-core CPU one
 epoch of one model takes hours. `:smoke` shrinks it to seconds (depth 10, growth 4, a few
@@ -13,6 +13,8 @@ What it reaches: not measured here (no CIFAR-10, no accelerator); the study repo
 accuracy. The smoke's DenseNet with this recipe learns synthetic 32x32x3 images
 (tests/test_pipeline.py, test_shipped_config_quick_variant_learns).
 """
+
+import ml_collections
 
 from mia_jax import config_lib
 
@@ -66,7 +68,6 @@ def get_config(arg: str = ""):
 
 def _paper_block(config):
   """The defense grid and analysis settings of experiments/paper_table.py."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   p = ml_collections.ConfigDict()
   p.rows = ("none", "early_stopping", "l2_5e-4", "l2_1e-3", "l2_5e-3", "regdrop_0.25",
             "regdrop_0.5", "label_smoothing", "dp_sgd", "logit_reweighting")

@@ -125,6 +125,23 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.attack.scaling_targets = 2  # targets of the shadow-scaling curve (0: no curve)
   config.attack.params = ml_collections.ConfigDict()   # per attack: params.<name>.<key>
 
+  config.defense = ml_collections.ConfigDict()
+  config.defense.post_hoc = ""       # applied to every released output before the attacks
+                                     # (target and shadows: an attacker who knows it):
+                                     # '' (none) | logit_reweighting
+  config.defense.params = ml_collections.ConfigDict({"w": 0.1})  # the defense's parameters
+
+  config.analysis = ml_collections.ConfigDict()   # mia_jax.analysis.stage, into WORKDIR/analysis
+  config.analysis.enabled = False    # which examples leak and are they outliers (trains
+                                     # reference_models more models on the test split)
+  config.analysis.attacks = ("lira_online", "loss")   # scored with every model the target
+  config.analysis.alphas = (0.01, 0.001)   # FPRs of the targets' thresholds
+  config.analysis.reference_models = 4
+  config.analysis.permutations = 2000      # of each permutation test
+  config.analysis.null_draws = 1           # null-control studies on independent keep matrices
+  config.analysis.null_permutations = 1000
+  config.analysis.tsne_points = 1000       # pool examples in the t-SNE map (0: no map)
+
   if arg == "quick":
     config.membership.num_models = 4
     config.train.epochs = 10          # 40 steps: enough to learn (3 epochs of 2 steps did not)

@@ -14,7 +14,7 @@ claims cannot use below n = 11, and 5 models give t intervals 1.7 times as wide 
 same seed spread: t quantiles 2.78 against 2.26, and 1 / sqrt(n)); 10 is what the whole table,
 LiRA for every row included, allows in about 1.5 hours of a shared 2-core CPU.
 
-  python experiments/paper_table.py --config=configs/fashion_mnist_paper.py \
+  python -m experiments.paper_table --config=configs/fashion_mnist_paper.py \
       --workdir=/tmp/mia_runs/pt_fmnist --out=experiments/results/paper_table_fashion_mnist
 
 `:quick` shrinks it to a smoke run (a 600-image pool, 2 epochs, 5 models per row, 4 LiRA

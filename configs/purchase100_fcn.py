@@ -2,7 +2,7 @@ r"""The study's Purchase100 set-up (Khalil et al. 2025): the 600-1024-512-256-12
 network (about 1.317M parameters), Adam lr 5e-4, batch 32, 200 epochs; members = a random 80%
 of the 197,324 records, non-members = the other 20% (membership.scheme = 'train_test').
 
-  python experiments/paper_table.py --config=configs/purchase100_fcn.py \
+  python -m experiments.paper_table --config=configs/purchase100_fcn.py \
       --config.data.file=/path/to/purchase100.txt --workdir=/tmp/pt_purchase
 
 The data file is the user's (label then 600 binary features per line). `:quick` trains 5

@@ -1,7 +1,7 @@
 r"""The study's defense table (Khalil et al. 2025, Tables 2-3) for one config, plus LiRA, with
 every number's interval and each finding's verdict from a test.
 
-  python experiments/paper_table.py --config=configs/fashion_mnist_paper.py \
+  python -m experiments.paper_table --config=configs/fashion_mnist_paper.py \
       --workdir=/tmp/mia_runs/pt_fmnist --out=experiments/results/paper_table_fashion_mnist
 
 Rows (config.paper.rows): none, early_stopping, l2_5e-4, l2_1e-3, l2_5e-3, regdrop_0.25,
@@ -12,8 +12,8 @@ non-members = test split), the global loss-threshold attack on each as target (A
 advantage in percent), train / test accuracy, each the mean over the M targets with its 95% t
 interval over them, and the no-leak permutation test of the row (significance.leak_test);
 training seconds per model. Model m of every row but DP-SGD shares its initialisation and data
-order with model m of the others (ensemble.model_keys, epoch_batches), so rows are compared
-paired by model. For rows in paper.lira_rows (all of them in the Fashion-MNIST config), LiRA
+order with model m of the others (training.keys.model_keys, samplers.epoch_batches), so rows
+are compared paired by model. For rows in paper.lira_rows (all of them in the Fashion-MNIST config), LiRA
 online on paper.lira_num_models models trained on random halves of the same audited set gives
 TPR at 0.1% FPR with its interval over those targets and the non-members it rests on. Logit
 reweighting is attacked by an attacker who knows it (shadow outputs reweighted the same way)
@@ -24,7 +24,7 @@ augmentation, ensemble, ensemble_bagging, unlearning; experiments/paper_defenses
 the study, each attacked by an adaptive and an unaware attacker. Every training resumes from
 the workdir.
 
-Verdicts (mia_jax.analysis.significance.table_claims and decide): every finding is tested
+Verdicts (experiments/paper_claims.py's table_claims, mia_jax.analysis.significance.decide): every finding is tested
 (paired t over the models where rows share them, Welch otherwise, the exact sign-flip over
 LiRA's targets for its TPR at 0.1% FPR, TOST for "within a margin", a permutation null for
 "still leaks") and Holm's correction runs over all of the table's claims; a finding "holds"
@@ -38,29 +38,25 @@ Writes OUT.md, OUT.json (with every per-target value and every claim's test) and
 """
 
 import copy
+import dataclasses
 import functools
 import json
 import os
 
-import sys
-import time
-
 from absl import app, flags
-import jax
 import numpy as np
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# pylint: disable=wrong-import-position
-from mia_jax import attacks, data, defenses, inference, log_filter, metrics, models, stats
-from mia_jax.analysis import embeddings, paper_report, plots, significance, study
+from mia_jax import attacks, data, log_filter, models, pipeline
+from mia_jax.analysis import embeddings, plots, significance, study
 from mia_jax.data import membership
-from mia_jax.defenses import logit_reweighting
+from mia_jax.defenses import post_hoc
 from mia_jax.training import dp as dp_lib
-from mia_jax.training import ensemble, steps
-import paper_defenses
-# pylint: enable=wrong-import-position
+from mia_jax.training import from_config
+
+from experiments import paper_claims, paper_defenses, paper_report
+from experiments.paper_metrics import (accuracies, lira, lira_unaware, reweight_overhead,
+                                       threshold_attack)
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py with a `paper` block.")
@@ -102,134 +98,34 @@ def dp_plan_for(config, keep, tcfg):
   return dp_lib.plan(dpc, keep, int(tcfg.batch_size), int(tcfg.epochs))
 
 
-def audited_set(ds):
-  """The train split then the test split: x [N, ...], y [N], num_train."""
-  return (np.concatenate([ds.pool_x, ds.test_x]), np.concatenate([ds.pool_y, ds.test_y]),
-          len(ds.pool_y))
+def audited_set(ds: data.Dataset) -> tuple[data.Dataset, int]:
+  """The dataset whose pool is the train split then the test split (the audited examples, N),
+  and the number of train-split examples (members under the train_test scheme)."""
+  audited = dataclasses.replace(ds, pool_x=np.concatenate([ds.pool_x, ds.test_x]),
+                                pool_y=np.concatenate([ds.pool_y, ds.test_y]))
+  return audited, len(ds.pool_y)
 
 
-def train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=None, difficulty=None
-          ) -> ensemble.TrainResult:
-  """train_ensemble, resuming `ckpt`; result.history holds every epoch's seconds."""
-  return ensemble.train_ensemble(model, tcfg, x, y, keep, seed=seed, val=val,
-                                 checkpoint_dir=ckpt, log=log, dp_plan=dp_plan,
-                                 difficulty=difficulty)
+def row_config(config, mcfg, tcfg):
+  """The config of one row: the table's, with the row's model and train blocks."""
+  out = copy.deepcopy(config)
+  out.model, out.train = mcfg, tcfg
+  return out
 
 
-LIRA_ALPHA = 1e-3       # LiRA's headline: TPR at 0.1% FPR
+def train_and_query(config, model, audited, keep, ckpt, log, dp_plan=None):
+  """The pipeline's training and inference stages on the audited set (resuming `ckpt`):
+  (TrainResult, whose history holds every epoch's seconds, and logits [M, N, Q, C])."""
+  result = pipeline.train_models(config, model, audited, keep, ckpt, dp_plan, log)
+  logits, = pipeline.query_models(config, model, result.state, (audited.pool_x,), log)
+  return result, logits
 
 
-def spread(name: str, values, lo: float = -np.inf, hi: float = np.inf) -> dict:
-  """{name: mean, name_ci: 95% t interval over the units (models), name_per_target: values}.
-
-  The interval is clipped to [lo, hi] (a percentage cannot leave [0, 100]); [nan, nan] for
-  one unit.
-  """
-  v = [float(x) for x in values]
-  a, b = stats.t_interval(v)
-  return {name: float(np.mean(v)), f"{name}_ci": [float(np.clip(a, lo, hi)),
-                                                 float(np.clip(b, lo, hi))],
-          f"{name}_per_target": v}
-
-
-def roc_per_target(scores, keep, alpha: float = LIRA_ALPHA) -> dict:
-  """Per target t (scores[t] against keep[t], every example): AUC, advantage (max TPR - FPR)
-  and TPR at FPR alpha as fractions [T], and the non-members and false positives allowed."""
-  out = {"auc": [], "advantage": [], "tpr": [], "nonmembers": [], "false_positives": []}
-  for s, k in zip(np.asarray(scores), np.asarray(keep, bool)):
-    fpr, tpr, _ = metrics.roc_curve(s, k)
-    out["auc"].append(metrics.auc(fpr, tpr))
-    out["advantage"].append(metrics.advantage(fpr, tpr))
-    out["tpr"].append(metrics.tpr_at_fpr(fpr, tpr, alpha))
-    out["nonmembers"].append(int((~k).sum()))
-    out["false_positives"].append(int(np.floor(alpha * (~k).sum() + 1e-9)))
-  return {k: np.asarray(v) for k, v in out.items()}
-
-
-def loss_scores(logits, y, keep) -> np.ndarray:
-  """The loss-threshold attack's scores [M, N] of every model as target."""
-  if keep.shape[0] == 1:   # AttackData needs a second model; the threshold attack reads none
-    return attacks.run("loss", attacks.AttackData(
-        logits=np.concatenate([logits, logits]), labels=y,
-        keep=np.concatenate([keep, keep])), [0])
-  return attacks.run("loss", attacks.AttackData(logits=logits, labels=y, keep=keep),
-                     list(range(keep.shape[0])))
-
-
-_LEAK_PERCENT = ("auc", "advantage", "null_auc_mean", "null_auc_sd", "null_auc_q95",
-                 "null_advantage_mean", "null_advantage_q95")
-
-
-def threshold_attack(logits, y, keep, *, permutations: int = 4999, seed: int = 0) -> dict:
-  """The loss-threshold attack on every model as target: AUC and advantage in percent, each
-  the mean over targets with its t interval over them, and the no-leak permutation test of
-  both (significance.leak_test, one permutation of the examples for every target)."""
-  scores = loss_scores(logits, y, keep)
-  r = roc_per_target(scores, keep)
-  leak = significance.leak_test(scores, keep, num_permutations=permutations, seed=seed)
-  return {**spread("auc", 100 * r["auc"], 0, 100),
-          **spread("advantage", 100 * r["advantage"], 0, 100),
-          "leak": {k: (100 * v if k in _LEAK_PERCENT else v) for k, v in leak.items()}}
-
-
-def accuracies(logits, y, keep) -> dict:
-  """Train and test accuracy in percent: mean over models with its t interval over them."""
-  return {**spread("train_acc", 100 * inference.accuracy(logits, y, keep), 0, 100),
-          **spread("test_acc", 100 * inference.accuracy(logits, y, ~keep), 0, 100)}
-
-
-def _lira_summary(per: dict) -> dict:
-  return {**spread("tpr_at_0.1%", 100 * per["tpr"], 0, 100),
-          **spread("auc", 100 * per["auc"], 0, 100),
-          "nonmembers": float(np.mean(per["nonmembers"])),
-          "false_positives_at_0.1%": float(np.mean(per["false_positives"])),
-          "num_models": int(len(per["tpr"]))}
-
-
-def lira(logits, y, keep) -> dict:
-  """LiRA online on every model as target: TPR at 0.1% FPR and AUC in percent (mean over
-  targets, t interval over them, per target), with the non-members per target and the false
-  positives that 0.1% of them allows (what the TPR rests on)."""
-  targets = list(range(keep.shape[0]))
-  scores = attacks.run("lira_online", attacks.AttackData(logits=logits, labels=y, keep=keep),
-                       targets)
-  return _lira_summary(roc_per_target(scores, keep))
-
-
-def lira_unaware(logits, defended, y, keep) -> dict:
-  """LiRA by an attacker who does not know the defense: each target's outputs defended, its
-  shadows' raw. Same fields as `lira`."""
-  scores = []
-  for t in range(keep.shape[0]):
-    mixed = logits.copy()
-    mixed[t] = defended[t]
-    scores.append(attacks.run("lira_online", attacks.AttackData(
-        logits=mixed, labels=y, keep=keep), [t])[0])
-  return _lira_summary(roc_per_target(np.stack(scores), keep))
-
-
-def reweight_overhead(model, state, x, keep, y, logits, w, batch_size) -> dict:
-  """Seconds of eval-mode inference of each model on x vs of reweighting its outputs
-  (centroids precomputed, as a deployed defense holds them); both compiled before timing.
-  overhead_pct: the mean over models of each model's ratio, with its t interval (the
-  repetitions the overhead claim is tested over)."""
-  predict = jax.jit(lambda v, inp: steps.predict(model, v, inp, batch_size))
-  mu = logit_reweighting.class_centroids(logits[:, :, 0].astype(np.float32), y, keep)
-  variables = [embeddings.model_variables(state, m) for m in range(keep.shape[0])]
-  predict(variables[0], x).block_until_ready()
-  logit_reweighting.reweight_ensemble(logits[:1], mu[:1], w)
-  t_query, t_rw = [], []
-  for m, v in enumerate(variables):
-    t0 = time.perf_counter()
-    predict(v, x).block_until_ready()
-    t_query.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    logit_reweighting.reweight_ensemble(logits[m:m + 1], mu[m:m + 1], w)
-    t_rw.append(time.perf_counter() - t0)
-  t_query, t_rw = np.asarray(t_query), np.asarray(t_rw)
-  return {"inference_s": float(t_query.sum()), "reweight_s": float(t_rw.sum()),
-          **spread("overhead_pct", 100 * t_rw / t_query, 0),
-          "reweight_us_per_output": float(1e6 * t_rw.sum() / (logits.size // logits.shape[-1]))}
+def train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=None, difficulty=None):
+  """The trainer on arrays (paper_defenses' rows, which set their own recipe), resuming `ckpt`."""
+  return from_config.train_from_config(model, tcfg, x, y, keep, seed=seed, val=val,
+                                       checkpoint_dir=ckpt, log=log, dp_plan=dp_plan,
+                                       difficulty=difficulty)
 
 
 def signal_snapshot(logits, y) -> dict:
@@ -259,126 +155,181 @@ def _brief(entry: dict) -> str:
                      if not k.endswith(("_per_target", "_ci")) and not isinstance(v, dict)})
 
 
-def run(config, workdir: str, out: str, log=print) -> dict:
-  """Runs the grid and the analysis; writes OUT.md / OUT.json / OUT_figures; returns the dict."""
-  p = config.paper
+@dataclasses.dataclass
+class Table:
+  """What the rows share: the audited set, its keep matrices, the attack, the results so far."""
+  config: object
+  ds: data.Dataset            # the config's split (val: early stopping)
+  audited: data.Dataset       # pool = train split then test split: the N audited examples
+  keep: np.ndarray            # bool [M, N]: members = the train split (train_test scheme)
+  lira_keep: np.ndarray | None  # bool [L, N]: random halves, for LiRA (None: no LiRA models)
+  workdir: str
+  fig_dir: str
+  attack: object              # threshold_attack with the table's permutations and seed
+  log: object
+  res: dict
+  kept: dict = dataclasses.field(default_factory=dict)   # row -> (model, state, logits), ...
+
+
+def _none_row(t: Table, model, cfg, ckpt):
+  """The `none` row, trained epoch by epoch (resuming its checkpoint), its signals recorded at
+  each of paper.hist_epochs (histograms_by_epoch.png)."""
+  p, y = t.config.paper, t.audited.pool_y
+  snaps, final = {}, int(cfg.train.epochs)
+  for e in sorted({int(v) for v in p.hist_epochs if int(v) <= final} | {final}):
+    cfg.train.epochs = e
+    result, logits = train_and_query(cfg, model, t.audited, t.keep, ckpt, t.log)
+    if e in p.hist_epochs:
+      snaps[e] = snapshot_at(os.path.join(t.workdir, "none", f"signals_epoch{e}.npz"), e,
+                             result.epochs_run, logits, y, t.log)
+  snaps = {e: v for e, v in snaps.items() if v is not None}
+  if snaps:
+    plots.signal_histograms(snaps, t.keep[0], os.path.join(t.fig_dir, "histograms_by_epoch.png"))
+  return result, logits
+
+
+def trained_row(t: Table, row: str) -> None:
+  """One trained row of the table: its models, accuracies, threshold attack, leak test and
+  (paper.lira_rows) LiRA on models trained on random halves with the same recipe."""
+  config, y, m = t.config, t.audited.pool_y, t.keep.shape[0]
+  mcfg, tcfg = row_setting(config, row)
+  cfg = row_config(config, mcfg, tcfg)
+  model = models.build(mcfg, t.ds.num_classes)
+  ckpt = os.path.join(t.workdir, row, "train_test")
+  plan = dp_plan_for(config, t.keep, cfg.train) if row == "dp_sgd" else None
+  if row == "none":
+    result, logits = _none_row(t, model, cfg, ckpt)
+  else:
+    result, logits = train_and_query(cfg, model, t.audited, t.keep, ckpt, t.log, dp_plan=plan)
+  # every row but DP-SGD (Poisson batches) shares model m's initialisation and data order
+  # with the `none` row's model m: rows are compared paired by model
+  entry = {"status": "run", **accuracies(logits, y, t.keep), **t.attack(logits, y, t.keep),
+           "seconds_per_model": sum(h["seconds"] for h in result.history) / m,
+           "epochs_run": result.epochs_run, "shares_seeds": row != "dp_sgd"}
+  if plan is not None:
+    entry.update(epsilon=plan.epsilon(), delta=plan.delta,
+                 noise_multiplier=plan.noise_multiplier, clip_norm=plan.clip_norm)
+  if t.lira_keep is not None and row in config.paper.lira_rows:
+    lplan = dp_plan_for(config, t.lira_keep, cfg.train) if row == "dp_sgd" else None
+    lresult, llogits = train_and_query(cfg, model, t.audited, t.lira_keep,
+                                       os.path.join(t.workdir, row, "lira"), t.log,
+                                       dp_plan=lplan)
+    entry["lira"] = lira(llogits, y, t.lira_keep)
+    t.kept[row + "/lira"] = llogits
+    t.kept[row + "/lira_state"] = lresult.state
+  t.res["rows"][row] = entry
+  t.log(f"{row}: {_brief(entry)}")
+  t.kept[row] = (model, result.state, logits)
+
+
+def post_hoc_rows(t: Table) -> None:
+  """Logit reweighting (the pipeline's post-hoc stage) on the `none` and RegDrop 0.25 models:
+  every model's outputs defended, attacked as the trained rows; LiRA by an attacker who
+  reweights its shadows too (aware) and by one who does not (unaware)."""
+  w, y = float(t.config.paper.reweight_w), t.audited.pool_y
+  bs = int(t.config.inference.batch_size)
+  for base in ("none", "regdrop_0.25"):
+    if base not in t.kept:
+      continue
+    model, state, logits = t.kept[base]
+    defended = post_hoc.defend_all(attacks.AttackData(logits=logits, labels=y, keep=t.keep),
+                                   "logit_reweighting", {"w": w}).logits
+    entry = {"base": base, "w": w, **accuracies(defended, y, t.keep),
+             **t.attack(defended, y, t.keep),
+             "argmax_changed": float(np.mean(defended.argmax(-1) != logits.argmax(-1))),
+             **reweight_overhead(model, state, t.audited.pool_x, t.keep, y, logits, w, bs)}
+    if base + "/lira" in t.kept:
+      raw = t.kept[base + "/lira"]
+      dl = post_hoc.defend_all(attacks.AttackData(logits=raw, labels=y, keep=t.lira_keep),
+                               "logit_reweighting", {"w": w}).logits
+      entry["lira_aware"] = lira(dl, y, t.lira_keep)
+      entry["lira_unaware"] = lira_unaware(raw, dl, y, t.lira_keep)
+    t.res["post_hoc"][base] = entry
+    t.log(f"logit reweighting on {base}: {_brief(entry)}")
+
+
+def defense_rows(t: Table) -> None:
+  """The rows beyond the study (experiments/paper_defenses.py), beside the `none` row."""
+  rows = t.config.paper.defense_rows
+  if "none" not in t.kept:
+    t.res["defenses"] = {r: {"status": "not run (needs the none row)"} for r in rows}
+    return
+  has_lira = "none/lira" in t.kept
+  val = (t.ds.val_x, t.ds.val_y) if len(t.ds.val_y) else None
+  ctx = paper_defenses.Context(
+      config=t.config, ds=t.ds, x=t.audited.pool_x, y=t.audited.pool_y, keep=t.keep,
+      lira_keep=t.lira_keep if has_lira else None, val=val, workdir=t.workdir, log=t.log,
+      train=train, lira=lira, lira_unaware=lira_unaware, threshold_attack=t.attack,
+      accuracies=accuracies, none_state=t.kept["none"][1], none_logits=t.kept["none"][2],
+      none_lira_state=t.kept.get("none/lira_state"), none_lira_logits=t.kept.get("none/lira"))
+  t.res["defenses"] = paper_defenses.run_rows(
+      ctx, lambda row: models.build(t.config.model, t.ds.num_classes))
+
+
+def analysis(t: Table) -> None:
+  """The single-target analysis of the `none` row's first model (mia_jax.analysis.study)."""
+  p, x, y = t.config.paper, t.audited.pool_x, t.audited.pool_y
+  model, state, logits = t.kept["none"]
+  phi = attacks.signals.scaled_logit(logits[0], y[:, None]).mean(-1)
+  lira_in = None
+  if "none/lira" in t.kept:
+    s = attacks.run("lira_online", attacks.AttackData(
+        logits=t.kept["none/lira"], labels=y, keep=t.lira_keep),
+        list(range(t.lira_keep.shape[0])))
+    lira_in = study.lira_inputs(model, t.kept["none/lira_state"], x, s, t.lira_keep,
+                                t.kept["none/lira"])
+  t.res["analysis"] = study.analyse_target(
+      model, embeddings.model_variables(state, 0), x, y, t.keep[0], phi, t.fig_dir, lira=lira_in,
+      tsne_points=int(p.tsne_points), tsne_iter=int(p.get("tsne_iter", 1000)),
+      do_gradcam=bool(p.gradcam), seed=int(t.config.seed), log=t.log)
+
+
+def _table(config, workdir: str, out: str, log) -> Table:
+  """The table's shared setting: data, audited set, keep matrices, attack, results header."""
+  p, seed = config.paper, int(config.seed)
   ds = data.load(config.data)
-  x, y, n_train = audited_set(ds)
+  audited, n_train = audited_set(ds)
   m = int(config.membership.num_models)
-  keep = membership.train_test(m, n_train, len(ds.test_y))
-  val = (ds.val_x, ds.val_y) if len(ds.val_y) else None
-  seed, bs, q = int(config.seed), int(config.inference.batch_size), config.data.queries
-  fig_dir = out + "_figures"
-  os.makedirs(fig_dir, exist_ok=True)
   lira_m = int(p.lira_num_models)
-  lira_keep = membership.keep_matrix(seed, lira_m, len(y), 0.5) if lira_m >= 2 else None
   leak_kw = {"permutations": int(p.get("leak_permutations", 4999)), "seed": seed}
-  attack = functools.partial(threshold_attack, **leak_kw)
   res = {"config": json.loads(json.dumps(config.to_dict(), default=str)), "rows": {},
          "dataset": {"name": ds.name, "members": n_train, "nonmembers": int(len(ds.test_y)),
                      "val": int(len(ds.val_y)), "num_classes": ds.num_classes},
          "num_models": m, "post_hoc": {}}
-  kept = {}
-  for row in p.rows:
+  fig_dir = out + "_figures"
+  os.makedirs(fig_dir, exist_ok=True)
+  return Table(config=config, ds=ds, audited=audited,
+               keep=membership.train_test(m, n_train, len(ds.test_y)),
+               lira_keep=(membership.keep_matrix(seed, lira_m, len(audited.pool_y), 0.5)
+                          if lira_m >= 2 else None),
+               workdir=workdir, fig_dir=fig_dir,
+               attack=functools.partial(threshold_attack, **leak_kw), log=log, res=res)
+
+
+def run(config, workdir: str, out: str, log=print) -> dict:
+  """Runs the grid and the analysis; writes OUT.md / OUT.json / OUT_figures; returns the dict."""
+  t = _table(config, workdir, out, log)
+  for row in config.paper.rows:
     log(f"== row {row}")
-    setting = row_setting(config, row)
-    if setting is None:
+    if row_setting(config, row) is None:
       continue
-    if row == "early_stopping" and val is None:
-      res["rows"][row] = {"status": "not run (no validation split: set data.val_size)"}
+    if row == "early_stopping" and not len(t.ds.val_y):
+      t.res["rows"][row] = {"status": "not run (no validation split: set data.val_size)"}
       continue
-    mcfg, tcfg = setting
-    model = models.build(mcfg, ds.num_classes)
-    ckpt = os.path.join(workdir, row, "train_test")
-    if row == "none":
-      # epoch by epoch (resuming the checkpoint), the logits recorded at each chosen epoch
-      snaps, final = {}, int(tcfg.epochs)
-      for e in sorted({int(v) for v in p.hist_epochs if int(v) <= final} | {final}):
-        tcfg.epochs = e
-        result = train(model, tcfg, x, y, keep, seed, val, ckpt, log)
-        logits = inference.query_logits(model, result.state, x, q, bs)
-        if e in p.hist_epochs:
-          snaps[e] = snapshot_at(os.path.join(workdir, row, f"signals_epoch{e}.npz"), e,
-                                 result.epochs_run, logits, y, log)
-      snaps = {e: v for e, v in snaps.items() if v is not None}
-      if snaps:
-        plots.signal_histograms(snaps, keep[0], os.path.join(fig_dir, "histograms_by_epoch.png"))
-    else:
-      plan = dp_plan_for(config, keep, tcfg) if row == "dp_sgd" else None
-      result = train(model, tcfg, x, y, keep, seed, val, ckpt, log, dp_plan=plan)
-      logits = inference.query_logits(model, result.state, x, q, bs)
-    # every row but DP-SGD (Poisson batches) shares model m's initialisation and data order
-    # with the `none` row's model m: rows are compared paired by model
-    entry = {"status": "run", **accuracies(logits, y, keep), **attack(logits, y, keep),
-             "seconds_per_model": sum(h["seconds"] for h in result.history) / m,
-             "epochs_run": result.epochs_run, "shares_seeds": row != "dp_sgd"}
-    if row == "dp_sgd":
-      entry.update(epsilon=plan.epsilon(), delta=plan.delta,
-                   noise_multiplier=plan.noise_multiplier, clip_norm=plan.clip_norm)
-    if lira_keep is not None and row in p.lira_rows:
-      lplan = dp_plan_for(config, lira_keep, tcfg) if row == "dp_sgd" else None
-      lresult = train(model, tcfg, x, y, lira_keep, seed, val,
-                      os.path.join(workdir, row, "lira"), log, dp_plan=lplan)
-      llogits = inference.query_logits(model, lresult.state, x, q, bs)
-      entry["lira"] = lira(llogits, y, lira_keep)
-      kept[row + "/lira"] = llogits
-      kept[row + "/lira_state"] = lresult.state
-    res["rows"][row] = entry
-    log(f"{row}: {_brief(entry)}")
-    kept[row] = (model, result.state, logits)
-
-  if "logit_reweighting" in p.rows:
-    w = float(p.reweight_w)
-    for base in ("none", "regdrop_0.25"):
-      if base not in kept:
-        continue
-      model, state, logits = kept[base]
-      defended = defenses.get("logit_reweighting")(logits, y, keep, w)
-      entry = {"base": base, "w": w, **accuracies(defended, y, keep),
-               **attack(defended, y, keep),
-               "argmax_changed": float(np.mean(defended.argmax(-1) != logits.argmax(-1))),
-               **reweight_overhead(model, state, x, keep, y, logits, w, bs)}
-      if base + "/lira" in kept:
-        raw = kept[base + "/lira"]
-        dl = defenses.get("logit_reweighting")(raw, y, lira_keep, w)
-        entry["lira_aware"] = lira(dl, y, lira_keep)
-        entry["lira_unaware"] = lira_unaware(raw, dl, y, lira_keep)
-      res["post_hoc"][base] = entry
-      log(f"logit reweighting on {base}: {_brief(entry)}")
-
-  if p.get("defense_rows"):
-    if "none" not in kept:
-      res["defenses"] = {r: {"status": "not run (needs the none row)"} for r in p.defense_rows}
-    else:
-      has_lira = "none/lira" in kept
-      ctx = paper_defenses.Context(
-          config=config, ds=ds, x=x, y=y, keep=keep, lira_keep=lira_keep if has_lira else None,
-          val=val, workdir=workdir, log=log, train=train, lira=lira, lira_unaware=lira_unaware,
-          threshold_attack=attack, accuracies=accuracies,
-          none_state=kept["none"][1], none_logits=kept["none"][2],
-          none_lira_state=kept.get("none/lira_state"), none_lira_logits=kept.get("none/lira"))
-      res["defenses"] = paper_defenses.run_rows(
-          ctx, lambda row: models.build(config.model, ds.num_classes))
-
-  if "none" in kept:
-    model, state, logits = kept["none"]
-    phi = attacks.signals.scaled_logit(logits[0], y[:, None]).mean(-1)
-    lira_in = None
-    if "none/lira" in kept:
-      s = attacks.run("lira_online", attacks.AttackData(
-          logits=kept["none/lira"], labels=y, keep=lira_keep), list(range(lira_m)))
-      lira_in = study.lira_inputs(model, kept["none/lira_state"], x, s, lira_keep,
-                                  kept["none/lira"])
-    res["analysis"] = study.analyse_target(
-        model, embeddings.model_variables(state, 0), x, y, keep[0], phi, fig_dir, lira=lira_in,
-        tsne_points=int(p.tsne_points),
-        tsne_iter=int(p.get("tsne_iter", 1000)), do_gradcam=bool(p.gradcam), seed=seed, log=log)
-  res["claims"] = significance.decide(significance.table_claims(res))
+    trained_row(t, row)
+  if "logit_reweighting" in config.paper.rows:
+    post_hoc_rows(t)
+  if config.paper.get("defense_rows"):
+    defense_rows(t)
+  if "none" in t.kept:
+    analysis(t)
+  res = t.res
+  res["claims"] = significance.decide(paper_claims.table_claims(res))
   with open(out + ".json", "w") as f:
     json.dump(res, f, indent=1, default=float)
   with open(out + ".md", "w") as f:
-    f.write(paper_report.markdown(res, os.path.basename(fig_dir)))
-  log(f"wrote {out}.md, {out}.json and {fig_dir}/")
+    f.write(paper_report.markdown(res, os.path.basename(t.fig_dir)))
+  log(f"wrote {out}.md, {out}.json and {t.fig_dir}/")
   return res
 
 

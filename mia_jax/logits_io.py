@@ -76,27 +76,7 @@ def load(path: str) -> AttackData:
     MAX_ABS_LOGIT in magnitude, labels out of range, keep not boolean (or 0/1), or fewer than
     2 models.
   """
-  if not os.path.isfile(path):
-    raise DataError(f"logits file {path} not found; pass --config.logits=FILE.npz")
-  try:
-    loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-      raise DataError(f"{path} holds one array, not an .npz of named arrays; write it with "
-                      "np.savez(path, logits=..., labels=..., keep=...)")
-    with loaded:
-      unknown = sorted(set(loaded.files) - set(KEYS))
-      if unknown:
-        raise DataError(f"{path} holds unknown arrays {unknown}; the keys are {list(KEYS)}")
-      missing = [k for k in KEYS[:3] if k not in loaded.files]
-      if missing:
-        raise DataError(f"{path} lacks {missing}; save logits [M, N, Q, C], labels [N] and "
-                        "keep [M, N] with np.savez")
-      arrays = {k: loaded[k] for k in loaded.files}
-  except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-    if isinstance(e, DataError):
-      raise
-    raise DataError(f"{path} is not a readable .npz of numeric arrays ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else ''}); write it with np.savez") from e
+  arrays = _read_arrays(path)
   logits = _logits_array(arrays["logits"], "logits", path)
   m, n, q, c = logits.shape
   if m < 2:
@@ -112,16 +92,48 @@ def load(path: str) -> AttackData:
     if keep.dtype.kind not in "iuf" or not np.isin(keep, (0, 1)).all():
       raise DataError(f"{path}: keep ({keep.dtype}) must be boolean or 0/1")
     keep = keep.astype(bool)
+  pop_logits, pop_labels = _population(arrays, path, m, q, c)
+  return AttackData(logits=logits, labels=labels, keep=keep,
+                    population_logits=pop_logits, population_labels=pop_labels)
+
+
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+  """The named arrays of the .npz at path: the known keys only, logits, labels and keep
+  present (DataError otherwise)."""
+  if not os.path.isfile(path):
+    raise DataError(f"logits file {path} not found; pass --config.logits=FILE.npz")
+  try:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise DataError(f"{path} holds one array, not an .npz of named arrays; write it with "
+                      "np.savez(path, logits=..., labels=..., keep=...)")
+    with loaded:
+      unknown = sorted(set(loaded.files) - set(KEYS))
+      if unknown:
+        raise DataError(f"{path} holds unknown arrays {unknown}; the keys are {list(KEYS)}")
+      missing = [k for k in KEYS[:3] if k not in loaded.files]
+      if missing:
+        raise DataError(f"{path} lacks {missing}; save logits [M, N, Q, C], labels [N] and "
+                        "keep [M, N] with np.savez")
+      return {k: loaded[k] for k in loaded.files}
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    if isinstance(e, DataError):
+      raise
+    raise DataError(f"{path} is not a readable .npz of numeric arrays ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}); write it with np.savez") from e
+
+
+def _population(arrays: dict, path: str, m: int, q: int, c: int):
+  """(population_logits [M, P, Q, C], population_labels [P]) checked, or (None, None)."""
   has_pop = ["population_logits" in arrays, "population_labels" in arrays]
   if any(has_pop) and not all(has_pop):
     raise DataError(f"{path}: give population_logits and population_labels together, or neither")
-  pop_logits = pop_labels = None
-  if all(has_pop):
-    pop_logits = _logits_array(arrays["population_logits"], "population_logits", path, m)
-    if pop_logits.shape[2:] != (q, c):
-      raise DataError(f"{path}: population_logits {pop_logits.shape} must be [M, P, Q, C] with "
-                      f"the logits' Q = {q} and C = {c}")
-    pop_labels = _labels_array(arrays["population_labels"], "population_labels", path,
-                               pop_logits.shape[1], c)
-  return AttackData(logits=logits, labels=labels, keep=keep,
-                            population_logits=pop_logits, population_labels=pop_labels)
+  if not any(has_pop):
+    return None, None
+  pop_logits = _logits_array(arrays["population_logits"], "population_logits", path, m)
+  if pop_logits.shape[2:] != (q, c):
+    raise DataError(f"{path}: population_logits {pop_logits.shape} must be [M, P, Q, C] with "
+                    f"the logits' Q = {q} and C = {c}")
+  pop_labels = _labels_array(arrays["population_labels"], "population_labels", path,
+                             pop_logits.shape[1], c)
+  return pop_logits, pop_labels

@@ -260,10 +260,42 @@ def _privacy_section(results: dict) -> list[str]:
   return lines + [""]
 
 
+def _defense_lines(results: dict) -> list[str]:
+  """Which outputs the attacks read: as queried, or through the post-hoc defense."""
+  d = results.get("defense") or {}
+  if not d.get("post_hoc"):
+    return []
+  params = ", ".join(f"{k}={v}" for k, v in d.get("params", {}).items())
+  return [f"Post-hoc defense `{d['post_hoc']}` ({params or 'default parameters'}): every "
+          f"attack below reads the {d['attacked']}; it changed "
+          f"{_pct(d['argmax_changed'])}% of the predictions. The accuracies above are those "
+          "of the defended outputs.", ""]
+
+
+def _analysis_lines(results: dict) -> list[str]:
+  """The analysis stage's verdicts in brief, and the link to its report."""
+  a = results.get("analysis")
+  if not a:
+    return []
+  lines = ["## Which examples leak, and are they outliers?", "",
+           f"The analysis stage's report: [{a['report']}]({a['report']}) (figures beside it). "
+           "Its verdicts on the study's claims (Holm over its tests):", ""]
+  for attack, by_alpha in a["attacks"].items():
+    for alpha, r in by_alpha.items():
+      verdicts = ", ".join(f"{c} {v}" for c, v in r["verdicts"].items())
+      p = r["precision"]
+      shown = interval_text(p["interval"]) if np.isfinite(p["interval"]).all() else ""
+      lines.append(f"- {attack} at {float(alpha) * 100:g}% FPR: precision of the flags "
+                   f"{_pct(p['mean'])}%{shown} against the "
+                   f"{_pct(r['base_rate'])}% member base rate; {r['significant_examples']} "
+                   f"examples leak significantly; {verdicts}.")
+  return lines + [""]
+
+
 def markdown(results: dict) -> str:
   """The report a person reads: models, privacy, the attack table, slices, shadow scaling."""
-  lines = (_intro(results) + _privacy_section(results) + _attack_table(results)
-           + _slice_table(results))
+  lines = (_intro(results) + _defense_lines(results) + _privacy_section(results)
+           + _attack_table(results) + _slice_table(results))
   lines += _scaling_table(results)
   scaled = (results.get("shadow_scaling") or {}).get("attacks")
   lines += ["Figures: `figures/roc.png` (log-log ROC), `figures/score_hist.png` (scores of "
@@ -272,6 +304,7 @@ def markdown(results: dict) -> str:
   timing = results["timing"]
   parts = ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in timing.items()
                     if k.endswith("_s") and k != "total_s")
+  lines += _analysis_lines(results)
   lines += ["## Timing", "", f"{parts}; total {timing['total_s']:.1f}s.", ""]
   return "\n".join(lines)
 

@@ -14,10 +14,12 @@ import ml_collections
 import numpy as np
 
 from mia_jax import attacks, data, models
+from mia_jax.analysis import stage as analysis_stage
 from mia_jax.data import augment
+from mia_jax.defenses import post_hoc
 from mia_jax.errors import ConfigError
 from mia_jax.privacy import auditing
-from mia_jax.training import curriculum, ensemble, optim
+from mia_jax.training import curriculum, from_config, optim, steps
 from mia_jax.training import dp as dp_lib
 
 # Attacks that score an example from the target model alone: the canary audit's choices (its
@@ -89,71 +91,100 @@ def validate_attack(attack: ml_collections.ConfigDict, num_models: int | None = 
                       f"models; set --config.attack.num_targets={num_models} (or 0: every model)")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for any unknown name or out-of-range value, before any work."""
-  check_numbers(config)
+def _check_data_and_model(config: ml_collections.ConfigDict) -> None:
   data.check_name(config.data.name)
   for field in ("val_size", "test_size"):
     if int(config.data[field]) < 0:
       raise ConfigError(f"data.{field}={config.data[field]} must be 0 or more")
-  models.resolve(config.model.name)
-  _check_model(config.model)
-  validate_attack(config.attack, int(config.membership.num_models))
-  if int(config.train.epochs) < 1:
-    raise ConfigError(f"train.epochs={config.train.epochs} must be at least 1; "
-                      "set --config.train.epochs=30")
-  if int(config.train.batch_size) < 1:
-    raise ConfigError(f"train.batch_size={config.train.batch_size} must be at least 1")
-  if float(config.train.learning_rate) <= 0:
-    raise ConfigError(f"train.learning_rate={config.train.learning_rate} must be positive")
-  if not 0.0 <= float(config.train.label_smoothing) < 1.0:
-    raise ConfigError(f"train.label_smoothing={config.train.label_smoothing} must lie in [0, 1)")
-  if int(config.membership.num_models) < 2:
-    raise ConfigError(f"membership.num_models={config.membership.num_models}: an audit needs at "
-                      "least 2 models (a target and a shadow); set --config.membership.num_models=16")
-  if not 0.0 < float(config.membership.pkeep) < 1.0:
-    raise ConfigError(f"membership.pkeep={config.membership.pkeep} must lie strictly between 0 "
-                      "and 1; set --config.membership.pkeep=0.5")
   if config.data.queries not in augment.QUERY_KINDS:
     raise ConfigError(f"unknown data.queries {config.data.queries!r}; choose one of "
                       f"{list(augment.QUERY_KINDS)}")
-  if config.train.get("curriculum") is not None and config.train.curriculum.enabled:
-    curriculum.validate(config.train.curriculum)
+  models.resolve(config.model.name)
+  _check_model(config.model)
+
+
+def _check_membership(membership: ml_collections.ConfigDict) -> None:
+  num_models = int(membership.num_models)
+  if num_models < 2:
+    raise ConfigError(f"membership.num_models={num_models}: an audit needs at least 2 models (a "
+                      "target and a shadow); set --config.membership.num_models=16")
+  if not 0.0 < float(membership.pkeep) < 1.0:
+    raise ConfigError(f"membership.pkeep={membership.pkeep} must lie strictly between 0 "
+                      "and 1; set --config.membership.pkeep=0.5")
+  if not 1 <= int(float(membership.pkeep) * num_models) < num_models:
+    raise ConfigError(f"membership.pkeep={membership.pkeep} with {num_models} models puts "
+                      "each example in no model or in all; raise --config.membership.num_models")
+
+
+def _check_training(config: ml_collections.ConfigDict) -> None:
+  """The train block's values and names, and what curriculum and DP-SGD exclude."""
+  train = config.train
+  if int(train.epochs) < 1:
+    raise ConfigError(f"train.epochs={train.epochs} must be at least 1; "
+                      "set --config.train.epochs=30")
+  if int(train.batch_size) < 1:
+    raise ConfigError(f"train.batch_size={train.batch_size} must be at least 1")
+  if float(train.learning_rate) <= 0:
+    raise ConfigError(f"train.learning_rate={train.learning_rate} must be positive")
+  if not 0.0 <= float(train.label_smoothing) < 1.0:
+    raise ConfigError(f"train.label_smoothing={train.label_smoothing} must lie in [0, 1)")
+  for field, choices, what in (("optimizer", optim.OPTIMIZERS, "optimizer"),
+                               ("schedule", optim.SCHEDULES, "learning-rate schedule"),
+                               ("strategy", from_config.STRATEGIES, "ensemble strategy")):
+    if train[field] not in choices:
+      raise ConfigError(f"unknown {what} {train[field]!r}; choose one of {list(choices)} with "
+                        f"--config.train.{field}=NAME")
+  if train.get("curriculum") is not None and train.curriculum.enabled:
+    curriculum.validate(train.curriculum)
     if int(config.data.val_size) <= 0:
       raise ConfigError("train.curriculum scores difficulty with a reference model trained on "
                         "the validation split; set --config.data.val_size > 0 (e.g. 500)")
     if config.dp.enabled:
       raise ConfigError("train.curriculum with DP-SGD is not supported (Poisson sampling over a "
                         "growing subset needs its own accounting); disable one of them")
-  _check_train(config.train)
-  if int(config.inference.batch_size) < 1:
-    raise ConfigError(f"inference.batch_size={config.inference.batch_size} must be at least 1")
-  if config.inference.dtype not in ("float32", "float16"):
-    raise ConfigError(f"inference.dtype={config.inference.dtype!r}; choose float32 or float16")
-  if config.train.optimizer not in optim.OPTIMIZERS:
-    raise ConfigError(f"unknown optimizer {config.train.optimizer!r}; choose one of "
-                      f"{list(optim.OPTIMIZERS)} with --config.train.optimizer=NAME")
-  if config.train.schedule not in optim.SCHEDULES:
-    raise ConfigError(f"unknown learning-rate schedule {config.train.schedule!r}; choose one of "
-                      f"{list(optim.SCHEDULES)} with --config.train.schedule=NAME")
-  if config.train.strategy not in ensemble.STRATEGIES:
-    raise ConfigError(f"unknown ensemble strategy {config.train.strategy!r}; choose one of "
-                      f"{list(ensemble.STRATEGIES)} with --config.train.strategy=NAME")
+  _check_train(train)
   if config.dp.enabled:
     dp_lib.check_config(config.dp)
     if config.model.get("norm", "none") == "batch":
       raise ConfigError("DP-SGD cannot train a model with BatchNorm (its batch statistics mix "
                         "examples); set --config.model.norm=group")
+
+
+def _check_audit_and_inference(config: ml_collections.ConfigDict) -> None:
+  if int(config.inference.batch_size) < 1:
+    raise ConfigError(f"inference.batch_size={config.inference.batch_size} must be at least 1")
+  if config.inference.dtype not in ("float32", "float16"):
+    raise ConfigError(f"inference.dtype={config.inference.dtype!r}; choose float32 or float16")
   if int(config.audit.num_canaries) < 0:
     raise ConfigError(f"audit.num_canaries={config.audit.num_canaries} must be 0 or more")
   auditing.check_config(config.audit)
   if config.audit.attack not in AUDIT_ATTACKS:
     raise ConfigError(f"audit.attack={config.audit.attack!r}: the canary audit needs an attack "
                       f"that reads only the target model; choose one of {list(AUDIT_ATTACKS)}")
-  num_models = int(config.membership.num_models)
-  if not 1 <= int(float(config.membership.pkeep) * num_models) < num_models:
-    raise ConfigError(f"membership.pkeep={config.membership.pkeep} with {num_models} models puts "
-                      "each example in no model or in all; raise --config.membership.num_models")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for any unknown name or out-of-range value, before any work."""
+  check_numbers(config)
+  _check_data_and_model(config)
+  validate_attack(config.attack, int(config.membership.num_models))
+  _check_membership(config.membership)
+  _check_training(config)
+  _check_audit_and_inference(config)
+  post_hoc.check_config(config.get("defense"))
+  analysis_stage.check_config(config.get("analysis"))
+
+
+def validate_attack_only(config: ml_collections.ConfigDict) -> None:
+  """The checks of an attack-only run's config before its logits file is read: numbers, the
+  attack block, the post-hoc defense; the analysis stage needs the training data, so
+  analysis.enabled is refused."""
+  check_numbers(config)
+  validate_attack(config.attack)
+  post_hoc.check_config(config.get("defense"))
+  if analysis_stage.enabled(config.get("analysis")):
+    raise ConfigError("analysis.enabled needs the run's data and models (it trains reference "
+                      "models on the test split); run it with a training config, or drop it")
 
 
 def validate_with_data(config: ml_collections.ConfigDict, ds: "data.Dataset",
@@ -183,8 +214,7 @@ def bytes_needed(config: ml_collections.ConfigDict, model, ds: "data.Dataset",
   """About what a training run writes: two checkpoints kept plus one being written, each the
   ensemble's state (parameters, optimizer state, batch statistics; twice under early stopping),
   and logits.npz (written to a temporary file, then renamed)."""
-  from mia_jax.training import optim as optim_lib, steps  # pylint: disable=g-import-not-at-top
-  tx = optim_lib.make_optimizer(config.train, 1)
+  tx = optim.make_optimizer(config.train, 1)
   shapes = jax.eval_shape(lambda k: steps.init_state(model, tx, k, ds.pool_x[:1]),
                           jax.random.key(0))
   one = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize

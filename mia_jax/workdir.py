@@ -234,51 +234,10 @@ def claim(workdir: str, kind: str, fingerprint: dict, *, needed_bytes: int = 0,
   fingerprint = json.loads(json.dumps(fingerprint, default=str))
   inspect(workdir, kind)
   created = not os.path.exists(workdir)
+  fd = _create_and_lock(workdir, created, process_index)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    fd = _lock(workdir, process_index)
-  except OSError as e:
-    if created:
-      shutil.rmtree(workdir, ignore_errors=True)
-    if isinstance(e, WorkdirError):
-      raise
-    raise WorkdirError(f"--workdir={workdir} cannot be created: {e.strerror or e}; give a "
-                       "writable folder") from None
-  try:
-    record = _read_record(workdir)     # again, under the lock
-    new = {"mia_jax_workdir": VERSION, "kind": kind, "fingerprint": fingerprint}
-    resumed = False
-    if record is None:
-      if _foreign(workdir):
-        raise WorkdirError(f"--workdir={workdir} is not empty and not a mia_jax workdir; give a "
-                           "new or empty folder")
-      report.write_json_atomic(os.path.join(workdir, RECORD), new)
-    elif record.get("kind") != kind:
-      raise _other_kind(workdir, record.get("kind"), kind)
-    elif record.get("fingerprint") != fingerprint:
-      if _foreign(workdir):
-        diff = _first_difference(record.get("fingerprint"), fingerprint)
-        if diff.split(".")[0] in ("data_content", "logits_content"):
-          what = "data" if diff.startswith("data") else "logits file"
-          raise WorkdirError(f"--workdir={workdir} holds {_describe(kind)} of other content: the "
-                             f"{what} changed since ({diff}); restore it, or use a new --workdir")
-        raise WorkdirError(f"--workdir={workdir} holds {_describe(kind)} of another config "
-                           f"({diff}); use a new --workdir, or delete that folder to start over")
-      log(f"workdir {workdir}: nothing was written by the run recorded there; claimed anew")
-      report.write_json_atomic(os.path.join(workdir, RECORD), new)
-    else:
-      resumed = True
-      reason = _writable(workdir)
-      if reason:
-        raise WorkdirError(f"--workdir={workdir} cannot be written: {reason}; make it writable "
-                           "or give another --workdir")
-    free = shutil.disk_usage(workdir).free
-    short = needed_bytes - _folder_bytes(workdir) - free
-    if short > 0:
-      raise WorkdirError(
-          f"--workdir={workdir}: its disk has {_size(free)} free, the run needs about "
-          f"{_size(free + short)} (checkpoints, logits); free space or give a --workdir on "
-          "another disk")
+    resumed = _take_record(workdir, kind, fingerprint, log)
+    _check_space(workdir, needed_bytes)
     pid = str(os.getpid()).encode()
     if os.pread(fd, 64, 0) != pid:       # the holder's pid, for a second run's refusal
       os.ftruncate(fd, 0)
@@ -293,6 +252,68 @@ def claim(workdir: str, kind: str, fingerprint: dict, *, needed_bytes: int = 0,
       raise WorkdirError(f"--workdir={workdir} cannot be written: {e.strerror or e}; make it "
                          "writable or give another --workdir") from None
     raise
+
+
+def _create_and_lock(workdir: str, created: bool, process_index: int) -> int:
+  """The folder made (if new) and locked: the lock file's descriptor; a folder this call
+  created is removed again when that fails."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    return _lock(workdir, process_index)
+  except OSError as e:
+    if created:
+      shutil.rmtree(workdir, ignore_errors=True)
+    if isinstance(e, WorkdirError):
+      raise
+    raise WorkdirError(f"--workdir={workdir} cannot be created: {e.strerror or e}; give a "
+                       "writable folder") from None
+
+
+def _take_record(workdir: str, kind: str, fingerprint: dict, log: Callable[[str], None]) -> bool:
+  """Reads the record again under the lock and writes it where the folder is new (or held
+  nothing but a refused run's record); True when the run resumes the recorded one."""
+  record = _read_record(workdir)
+  new = {"mia_jax_workdir": VERSION, "kind": kind, "fingerprint": fingerprint}
+  if record is None:
+    if _foreign(workdir):
+      raise WorkdirError(f"--workdir={workdir} is not empty and not a mia_jax workdir; give a "
+                         "new or empty folder")
+    report.write_json_atomic(os.path.join(workdir, RECORD), new)
+    return False
+  if record.get("kind") != kind:
+    raise _other_kind(workdir, record.get("kind"), kind)
+  if record.get("fingerprint") != fingerprint:
+    if _foreign(workdir):
+      raise _other_run(workdir, kind, record.get("fingerprint"), fingerprint)
+    log(f"workdir {workdir}: nothing was written by the run recorded there; claimed anew")
+    report.write_json_atomic(os.path.join(workdir, RECORD), new)
+    return False
+  reason = _writable(workdir)
+  if reason:
+    raise WorkdirError(f"--workdir={workdir} cannot be written: {reason}; make it writable "
+                       "or give another --workdir")
+  return True
+
+
+def _other_run(workdir: str, kind: str, recorded: dict, fingerprint: dict) -> WorkdirError:
+  """The refusal of a workdir that holds a run of other content or another config."""
+  diff = _first_difference(recorded, fingerprint)
+  if diff.split(".")[0] in ("data_content", "logits_content"):
+    what = "data" if diff.startswith("data") else "logits file"
+    return WorkdirError(f"--workdir={workdir} holds {_describe(kind)} of other content: the "
+                        f"{what} changed since ({diff}); restore it, or use a new --workdir")
+  return WorkdirError(f"--workdir={workdir} holds {_describe(kind)} of another config "
+                      f"({diff}); use a new --workdir, or delete that folder to start over")
+
+
+def _check_space(workdir: str, needed_bytes: int) -> None:
+  free = shutil.disk_usage(workdir).free
+  short = needed_bytes - _folder_bytes(workdir) - free
+  if short > 0:
+    raise WorkdirError(
+        f"--workdir={workdir}: its disk has {_size(free)} free, the run needs about "
+        f"{_size(free + short)} (checkpoints, logits); free space or give a --workdir on "
+        "another disk")
 
 
 def _size(num_bytes: float) -> str:

@@ -1,5 +1,7 @@
 """Shared fixtures: small configs and data the tests make themselves (nothing downloaded)."""
 
+import importlib
+import importlib.util
 import os
 import sys
 
@@ -11,7 +13,6 @@ CONFIGS = os.path.join(ROOT, "configs")
 
 def load_config(name: str = "default", arg: str = ""):
   """Imports configs/<name>.py and returns get_config(arg)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location(f"_cfg_{name}", os.path.join(CONFIGS, f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -30,15 +31,8 @@ def tiny_config():
 
 
 def paper_table():
-  """experiments/paper_table.py as a module (loaded once; it puts experiments/ on sys.path)."""
-  if "paper_table" not in sys.modules:
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    spec = importlib.util.spec_from_file_location(
-        "paper_table", os.path.join(ROOT, "experiments", "paper_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paper_table"] = module
-    spec.loader.exec_module(module)
-  return sys.modules["paper_table"]
+  """experiments/paper_table.py as a module (imported once: it defines absl flags)."""
+  return importlib.import_module("experiments.paper_table")
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ import pytest
 
 from conftest import load_config, paper_table
 from mia_jax import stats
-from mia_jax.analysis import paper_report, significance
+from mia_jax.analysis import significance
+
+from experiments import paper_claims, paper_report
 
 
 def _logits(shared, noise, keep, y, leak, num_classes=3):
@@ -53,7 +55,7 @@ def _synthetic_rows(rng, m=6, n_train=2400, n_test=600):
 
 def test_verdicts_on_synthetic_rows_follow_the_tests_not_the_point_estimates():
   res = _synthetic_rows(np.random.default_rng(0))
-  claims = significance.decide(significance.table_claims(res))
+  claims = significance.decide(paper_claims.table_claims(res))
   v = {c["claim"]: c for c in claims}
   r = res["rows"]
   assert v["With no defense the model still leaks (mean AUC and advantage above their no-leak "

@@ -178,7 +178,8 @@ def test_shipped_config_quick_variant_learns(name, tmp_path, monkeypatch):
   import time  # pylint: disable=g-import-not-at-top
   from mia_jax import data, models  # pylint: disable=g-import-not-at-top
   from mia_jax.data import membership  # pylint: disable=g-import-not-at-top
-  from mia_jax.training import dp as dp_lib, ensemble  # pylint: disable=g-import-not-at-top
+  from mia_jax.training import dp as dp_lib  # pylint: disable=g-import-not-at-top
+  from mia_jax.training import from_config, steps  # pylint: disable=g-import-not-at-top
   config = _quick_config(name, tmp_path, monkeypatch)
   t0 = time.perf_counter()
   ds = data.load(config.data)
@@ -189,10 +190,11 @@ def test_shipped_config_quick_variant_learns(name, tmp_path, monkeypatch):
   if config.dp.enabled:
     plan = dp_lib.plan(config.dp, keep, int(config.train.batch_size), int(config.train.epochs))
   val = (ds.val_x, ds.val_y) if len(ds.val_y) else None
-  res = ensemble.train_ensemble(model, config.train, ds.pool_x, ds.pool_y, keep,
-                                seed=int(config.seed), val=val, dp_plan=plan, log=lambda s: None)
-  acc = np.asarray(ensemble.make_eval_fn(model)(res.state.params, res.state.batch_stats,
-                                                ds.test_x, ds.test_y))
+  res = from_config.train_from_config(model, config.train, ds.pool_x, ds.pool_y, keep,
+                                      seed=int(config.seed), val=val, dp_plan=plan,
+                                      log=lambda s: None)
+  acc = np.asarray(steps.accuracy_fn(model.apply)(res.state.params, res.state.batch_stats,
+                                                  ds.test_x, ds.test_y))
   loss = [float(np.mean(h["loss"])) for h in res.history]
   chance = 1.0 / ds.num_classes
   print(f"{name}: test accuracy {acc.mean():.4f} (models {acc.min():.4f}-{acc.max():.4f}), "
@@ -206,6 +208,7 @@ def digits_audit(tmp_path_factory):
   """The tiny audit on the built-in digits and MLP: what the bring-your-own runs must match."""
   workdir = tmp_path_factory.mktemp("digits_audit")
   results = pipeline.run(tiny_config(), str(workdir), log=lambda s: None)
+  results["logits_path"] = str(workdir / "logits.npz")
   with np.load(workdir / "logits.npz") as f:
     return results, f["logits"]
 
@@ -245,3 +248,119 @@ def test_own_npz_arrays_audit_end_to_end(tmp_path, digits_audit):
     logits = f["logits"]
   _same_audit(results, logits, str(tmp_path / "work"), digits_audit)
   assert results["dataset"]["name"] == path
+
+
+def _attack_only(logits_path, workdir, **defense):
+  config = load_config("attack_only")
+  config.logits = str(logits_path)
+  config.attack.names = ("loss", "lira_online")
+  config.attack.scaling_targets = 0
+  if defense:
+    config.defense.post_hoc = defense["post_hoc"]
+    config.defense.params.w = defense["w"]
+  return pipeline.run_attack_only(config, str(workdir), log=lambda s: None)
+
+
+def test_post_hoc_defense_stage_attacks_the_defended_outputs(tmp_path, digits_audit):
+  """defense.post_hoc=logit_reweighting: the attacks read every model's reweighted pool and
+  population outputs (centroids from each model's members only), exactly as an audit of a
+  file holding those outputs; results.json and report.md say so."""
+  from mia_jax.defenses import logit_reweighting, post_hoc  # pylint: disable=g-import-not-at-top
+  ref_results, _ = digits_audit
+  raw = ref_results["logits_path"]
+  with np.load(raw) as f:
+    arrays = {k: f[k] for k in f.files}
+  defended = _attack_only(raw, tmp_path / "defended", post_hoc="logit_reweighting", w=0.3)
+  # the same reweighting by hand, in float64 numpy: centroids of each model's members (query 0)
+  z = arrays["logits"].astype(np.float64)
+  y, keep = arrays["labels"], arrays["keep"]
+  onehot = np.eye(z.shape[-1])[y]
+  counts = np.einsum("mn,nc->mc", keep, onehot)
+  mu = np.einsum("mn,nc,mnk->mck", keep, onehot, z[:, :, 0]) / counts[:, :, None]
+
+  def by_hand(out):
+    centre = mu[np.arange(len(mu))[:, None, None], out.argmax(-1)]
+    cos = (out * centre).sum(-1) / (np.linalg.norm(out, axis=-1) *
+                                    np.linalg.norm(centre, axis=-1) + 1e-12)
+    s = 0.3 * cos[..., None]
+    return s * out + (1 - s) * centre
+
+  np.savez(tmp_path / "by_hand.npz", logits=by_hand(z).astype(np.float32), labels=y, keep=keep,
+           population_logits=by_hand(arrays["population_logits"].astype(np.float64)
+                                     ).astype(np.float32),
+           population_labels=arrays["population_labels"])
+  again = _attack_only(tmp_path / "by_hand.npz", tmp_path / "by_hand")
+  for name in ("loss", "lira_online"):
+    np.testing.assert_allclose(defended["attacks"][name]["auc"]["mean"],
+                               again["attacks"][name]["auc"]["mean"], atol=2e-3)
+  np.testing.assert_allclose(defended["models"]["test_accuracy"],
+                             again["models"]["test_accuracy"], atol=1e-9)
+  plain = _attack_only(raw, tmp_path / "plain")
+  assert plain["defense"]["post_hoc"] == "" and "as queried" in plain["defense"]["attacked"]
+  assert defended["attacks"]["loss"]["auc"] != plain["attacks"]["loss"]["auc"]
+  record = defended["defense"]
+  assert record["post_hoc"] == "logit_reweighting" and record["params"] == {"w": 0.3}
+  assert "every model" in record["attacked"]
+  np.testing.assert_allclose(record["argmax_changed"],
+                             np.mean(by_hand(z).argmax(-1) != z.argmax(-1)), atol=1e-3)
+  assert json.loads((tmp_path / "defended" / "results.json").read_text())["defense"] == record
+  assert "Post-hoc defense `logit_reweighting` (w=0.3)" in (
+      tmp_path / "defended" / "report.md").read_text()
+  # the pool part of the joined call is the registered defense on the pool alone
+  data = pipeline.attacks.AttackData(
+      logits=arrays["logits"], labels=y, keep=keep,
+      population_logits=arrays["population_logits"], population_labels=arrays["population_labels"])
+  np.testing.assert_array_equal(post_hoc.defend_all(data, "logit_reweighting", {"w": 0.3}).logits,
+                                logit_reweighting.defend(arrays["logits"], y, keep, 0.3))
+
+
+def test_post_hoc_defense_config_errors(tmp_path, digits_audit):
+  from mia_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  config.defense.post_hoc = "rounding"
+  with pytest.raises(ConfigError, match="unknown post-hoc defense 'rounding'"):
+    pipeline.run(config, str(tmp_path / "a"), log=lambda s: None)
+  config.defense.post_hoc = "logit_reweighting"
+  config.defense.params.temperature = 2.0
+  with pytest.raises(ConfigError, match=r"takes no parameter\(s\) \['temperature'\]"):
+    pipeline.run(config, str(tmp_path / "b"), log=lambda s: None)
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_analysis_stage_by_config(tmp_path, digits_audit):
+  """analysis.enabled: the vulnerability / outlier analysis of the run's own scores, with
+  reference models trained on the test split, written to WORKDIR/analysis and linked from
+  report.md; off by default (the plain audit writes none)."""
+  ref_results, _ = digits_audit
+  assert "analysis" not in ref_results
+  assert not os.path.exists(os.path.join(os.path.dirname(ref_results["logits_path"]), "analysis"))
+  config = tiny_config()
+  config.analysis.enabled = True
+  config.analysis.reference_models = 2
+  config.analysis.permutations, config.analysis.null_permutations = 200, 100
+  config.analysis.tsne_points = 60
+  results = pipeline.run(config, str(tmp_path), log=lambda s: None)
+  out = tmp_path / "analysis"
+  full = json.loads((out / "analysis.json").read_text())
+  assert full["targets"] == 4 and full["run"]["reference_models"]["count"] == 2
+  assert set(full["attacks"]) == {"lira_online", "loss"} and full["null_control"]["draws"] == 1
+  with np.load(tmp_path / "logits.npz") as f:
+    keep = f["keep"]
+  per = np.load(out / "per_example.npz")
+  for attack in ("lira_online", "loss"):
+    for alpha in ("0.01", "0.001"):
+      brief = results["analysis"]["attacks"][attack][alpha]
+      # chance precision: each target's share of members, averaged over the 4 targets
+      np.testing.assert_allclose(brief["base_rate"], keep.mean(), atol=1e-12)
+      assert set(brief["verdicts"]) <= {"noisy", "hard", "far", "sparse", "border"}
+      leak = {k.split("/")[1]: per[k] for k in per.files if k.startswith(f"{attack}@{alpha}/")}
+      np.testing.assert_allclose(leak["leakage"], leak["rate_in"] - leak["rate_out"])
+      np.testing.assert_array_equal(leak["n_in"] + leak["n_out"], np.full(200, 4))
+  assert {"lof", "ref_loss", "pixel_centroid_distance"} <= {
+      k.split("/")[1] for k in per.files if k.startswith("outlier/")}
+  for name in ("precision_vs_chance.png", "tsne.png", "most_leaking.png"):
+    assert (out / "figures" / name).stat().st_size > 1000
+  report = (tmp_path / "report.md").read_text()
+  assert "[analysis/analysis.md](analysis/analysis.md)" in report
+  assert (out / "analysis.md").read_text().startswith("# Which examples leak")
+  assert results["timing"]["analysis_s"] > 0

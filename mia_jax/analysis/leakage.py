@@ -162,39 +162,48 @@ def study(scores: Mapping[str, np.ndarray], keep: np.ndarray, labels: np.ndarray
     res["attacks"][attack] = {}
     for alpha in alphas:
       s_i = np.asarray(s)[:, inc]
-      flags = vul.flag_matrix(s_i, keep_i, alpha)
-      key = f"{attack}@{alpha:g}"
       leak = vul.example_leakage(vul.flag_matrix(s_i, keep_i, alpha, leave_one_out=True), keep_i)
       p_holm = mstats.holm(leak["p_value"])
-      per_example[key] = {**leak, "p_holm": p_holm}
-      sig = p_holm <= SIGNIFICANCE
-      r = {"precision": _precision(flags, keep_i, alpha, seed),
-           "leakage": {"mean": float(np.nanmean(leak["leakage"])),
-                       "significant_examples": int(sig.sum()),
-                       "significant_per_class": {str(c): int(np.sum(sig & (labels_i == c)))
-                                                 for c in res["classes"]},
-                       "top_examples": _top_examples(leak, p_holm, labels_i, outl,
-                                                     per_example["index"])},
-           "scores": {}}
+      per_example[f"{attack}@{alpha:g}"] = {**leak, "p_holm": p_holm}
+      r = {"precision": _precision(vul.flag_matrix(s_i, keep_i, alpha), keep_i, alpha, seed),
+           "leakage": _leakage_summary(leak, p_holm, labels_i, res["classes"], outl,
+                                       per_example["index"])}
       pvals.append(((attack, alpha, "precision"), r["precision"]["p_value"]))
-      tests = vul.permutation_tests(leak["leakage"], outl, labels_i, TOP, num_permutations,
-                                    seed)
-      for name, v in outl.items():
-        pooled, per_class = tests[name]["pooled"], tests[name]["per_stratum"]
-        for c, e in per_class.items():
-          pvals.append(((attack, alpha, name, "class", c, "rho_p_value"), e["rho_p_value"]))
-          pvals.append(((attack, alpha, name, "class", c, "p_value"), e["p_value"]))
-        r["scores"][name] = {
-            **pooled, "excess_share": excess_share(leak, tops[name], labels_i, seed=seed),
-            "significant_in_top": _in_top(sig, tops[name]),
-            "deciles": decile_profile(leak, v, labels_i), "per_class": per_class}
-        pvals.append(((attack, alpha, name, "rho_p_value"), pooled["rho_p_value"]))
-        pvals.append(((attack, alpha, name, "p_value"), pooled["p_value"]))
+      r["scores"] = _score_effects(leak, p_holm <= SIGNIFICANCE, outl, tops, labels_i,
+                                   num_permutations, seed, (attack, alpha), pvals)
       r["any_top_excess_share"] = excess_share(leak, any_top, labels_i, seed=seed)
       res["attacks"][attack][f"{alpha:g}"] = r
   _adjust(res, pvals)
   res["verdicts"] = verdicts(res)
   return res, per_example
+
+
+def _leakage_summary(leak, p_holm, labels, classes, outl, index) -> dict:
+  """The mean leakage, the examples leaking after Holm over examples (per class), the top."""
+  sig = p_holm <= SIGNIFICANCE
+  return {"mean": float(np.nanmean(leak["leakage"])), "significant_examples": int(sig.sum()),
+          "significant_per_class": {str(c): int(np.sum(sig & (labels == c))) for c in classes},
+          "top_examples": _top_examples(leak, p_holm, labels, outl, index)}
+
+
+def _score_effects(leak, sig, outl, tops, labels, num_permutations, seed, where, pvals) -> dict:
+  """Each outlier score's effects on per-example leakage (pooled, per class), its excess
+  share, the leaking examples in its top decile and its decile profile; appends the p-values
+  to pvals under keys (attack, alpha, score, ...) for _adjust."""
+  tests = vul.permutation_tests(leak["leakage"], outl, labels, TOP, num_permutations, seed)
+  out = {}
+  for name, v in outl.items():
+    pooled, per_class = tests[name]["pooled"], tests[name]["per_stratum"]
+    for c, e in per_class.items():
+      pvals.append(((*where, name, "class", c, "rho_p_value"), e["rho_p_value"]))
+      pvals.append(((*where, name, "class", c, "p_value"), e["p_value"]))
+    out[name] = {
+        **pooled, "excess_share": excess_share(leak, tops[name], labels, seed=seed),
+        "significant_in_top": _in_top(sig, tops[name]),
+        "deciles": decile_profile(leak, v, labels), "per_class": per_class}
+    pvals.append(((*where, name, "rho_p_value"), pooled["rho_p_value"]))
+    pvals.append(((*where, name, "p_value"), pooled["p_value"]))
+  return out
 
 
 def _in_top(sig, top):

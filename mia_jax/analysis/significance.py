@@ -1,4 +1,5 @@
-"""Verdicts for experiments/paper_table.py: which claims a test at 5% supports.
+"""Tests of claims over models and examples, and their verdicts under Holm (the claims of
+experiments/paper_table.py live beside it, in experiments/paper_claims.py).
 
 The unit that varies is the target model, i.e. its training seed. The table trains M models per
 row on one fixed split (members = the train split, non-members = the test split, as the study
@@ -41,6 +42,7 @@ Decisions, and why:
 """
 
 import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -270,27 +272,9 @@ def leak_test(scores, keep, *, num_permutations: int = 4999, seed: int = 0,
   """
   scores = np.asarray(scores, np.float64)
   keep = np.asarray(keep, bool)
-  if scores.ndim != 2 or keep.shape != scores.shape:
-    raise ConfigError(f"leak_test needs scores and keep of one shape [T, N], got {scores.shape} "
-                      f"and {keep.shape}")
-  n1 = keep.sum(1)
-  if (n1 == 0).any() or (n1 == keep.shape[1]).any() or not np.isfinite(scores).all():
-    raise ConfigError("leak_test needs finite scores and, per target, a member and a non-member")
-  if num_permutations < 1:
-    raise ConfigError(f"num_permutations={num_permutations} must be >= 1")
-  tables = _target_tables(scores)
-  shared = bool((keep == keep[0]).all())
-
-  def mean_stats(perm):                         # perm [b, N] -> mean AUC, mean adv [b]
-    auc = np.zeros(perm.shape[0])
-    adv = np.zeros(perm.shape[0])
-    labels = keep[0][perm] if shared else None
-    for t, tab in enumerate(tables):
-      a, v = _auc_adv(labels if shared else keep[t][perm], *tab)
-      auc += a
-      adv += v
-    return auc / len(tables), adv / len(tables)
-
+  _check_leak_inputs(scores, keep, num_permutations)
+  mean_stats = functools.partial(_mean_stats, keep, _target_tables(scores),
+                                 bool((keep == keep[0]).all()))
   n = keep.shape[1]
   obs_auc, obs_adv = (float(x[0]) for x in mean_stats(np.arange(n)[None]))
   rng = np.random.default_rng(seed)
@@ -313,6 +297,30 @@ def leak_test(scores, keep, *, num_permutations: int = 4999, seed: int = 0,
           "null_advantage_q95": float(np.quantile(null_adv, 0.95)),
           "p_auc": float(p_auc), "p_advantage": float(p_adv), "p": float(max(p_auc, p_adv)),
           "num_permutations": int(num_permutations), "num_targets": int(keep.shape[0])}
+
+
+def _check_leak_inputs(scores: np.ndarray, keep: np.ndarray, num_permutations: int) -> None:
+  if scores.ndim != 2 or keep.shape != scores.shape:
+    raise ConfigError(f"leak_test needs scores and keep of one shape [T, N], got {scores.shape} "
+                      f"and {keep.shape}")
+  n1 = keep.sum(1)
+  if (n1 == 0).any() or (n1 == keep.shape[1]).any() or not np.isfinite(scores).all():
+    raise ConfigError("leak_test needs finite scores and, per target, a member and a non-member")
+  if num_permutations < 1:
+    raise ConfigError(f"num_permutations={num_permutations} must be >= 1")
+
+
+def _mean_stats(keep: np.ndarray, tables, shared: bool, perm: np.ndarray):
+  """Mean AUC and mean advantage [b] over the targets under the permutations perm [b, N] of
+  their member labels (one label row for all where every target has the same keep)."""
+  auc = np.zeros(perm.shape[0])
+  adv = np.zeros(perm.shape[0])
+  labels = keep[0][perm] if shared else None
+  for t, tab in enumerate(tables):
+    a, v = _auc_adv(labels if shared else keep[t][perm], *tab)
+    auc += a
+    adv += v
+  return auc / len(tables), adv / len(tables)
 
 
 def family_p(p_for: float, p_against: float | None) -> float:
@@ -344,202 +352,3 @@ def decide(claims: Sequence[dict], level: float = LEVEL) -> list[dict]:
       verdict = "fails"
     out.append({**c, "p": float(pi), "p_holm": float(adj), "verdict": verdict})
   return out
-
-
-# ---- the claims of experiments/paper_table.py's table ------------------------------------------
-
-NEAR_50 = 2.0          # "removes the leak": mean AUC within this many points of 50 (the
-                       # example-level sd of the mean AUC enters the test: a margin it cannot
-                       # clear even with no leak at all would make the claim untestable)
-UNLEARN_NEAR_50 = 3.0  # "forgotten examples look like non-members": AUC within 3 points of 50
-NOT_RAISED = 0.5       # "early stopping does not raise the leak": AUC at most 0.5 points higher
-AS_RETRAINING = 1.0    # "hides the forgotten as well as retraining": at most 1 point above it
-
-
-def _run(e) -> bool:
-  return bool(e) and e.get("status", "run") == "run"
-
-
-def _f(v, d: int = 2) -> str:
-  return "–" if v is None or not np.isfinite(v) else f"{v:.{d}f}"
-
-
-def _ci(e: dict, key: str, d: int = 2) -> str:
-  lo, hi = e.get(f"{key}_ci", (None, None))
-  return f"{_f(e[key], d)} [{_f(lo, d)}, {_f(hi, d)}]"
-
-
-class _Claims:
-  """Collects the table's claims; a claim whose rows have fewer than 2 units is left out."""
-
-  def __init__(self):
-    self.items = []
-
-  def add(self, section: str, claim: str, make, detail: str):
-    try:
-      test = make()
-    except ConfigError:           # fewer than 2 models (or mismatched units): nothing to test
-      return
-    self.items.append({"section": section, "claim": claim, "p_for": test.p_for,
-                       "p_against": test.p_against, "test": test.to_dict(), "detail": detail})
-
-  def leak(self, section: str, claim: str, e: dict, detail: str, row: tuple[str, str]):
-    """The no-leak permutation test of e (a row of res[row[0]] named row[1])."""
-    lk = e.get("leak")
-    if not lk:
-      return
-    self.items.append({"section": section, "claim": claim, "row": list(row),
-                       "p_for": lk["p"], "p_against": None,
-                       "test": {"estimate": lk["auc"], "method": "permutation (AUC and "
-                                "advantage, one permutation of the examples for every target, "
-                                f"{lk['num_permutations']} permutations)",
-                                "n": lk["num_targets"], "p_auc": lk["p_auc"],
-                                "p_advantage": lk["p_advantage"]},
-                       "detail": detail})
-
-
-def _per(e: dict, key: str) -> np.ndarray:
-  return np.asarray(e[f"{key}_per_target"], np.float64)
-
-
-def _paired(a: dict, b: dict) -> bool:
-  return bool(a.get("shares_seeds")) and bool(b.get("shares_seeds"))
-
-
-def _leak_detail(e: dict) -> str:
-  lk = e["leak"]
-  return (f"AUC {_ci(e, 'auc')} against no-leak {_f(lk['null_auc_mean'])} (95% of the null "
-          f"below {_f(lk['null_auc_q95'])}), p {lk['p_auc']:.2g}; advantage "
-          f"{_ci(e, 'advantage')} against no-leak {_f(lk['null_advantage_mean'])} (95% below "
-          f"{_f(lk['null_advantage_q95'])}), p {lk['p_advantage']:.2g}")
-
-
-def _diff_detail(t: dict, unit: str = "points") -> str:
-  lo, hi = t["interval"]
-  return f"difference {_f(t['estimate'])} {unit} [{_f(lo)}, {_f(hi)}]"
-
-
-def table_claims(res: dict) -> list[dict]:
-  """Every claim experiments/paper_table.py checks, as dicts for `decide`.
-
-  res: paper_table.run's results (rows, post_hoc, defenses) with per-target values.
-  Each claim: {"section" ("study", "post_hoc", "beyond" or "leak"), "claim", "p_for",
-  "p_against", "test" (estimate, interval, method, n), "detail"}; `decide` adds the verdicts.
-  """
-  from mia_jax.analysis import paper_report  # pylint: disable=import-outside-toplevel
-  names, dnames = paper_report.NAMES, paper_report.DEFENSE_NAMES
-  r = res.get("rows", {})
-  c = _Claims()
-  none = r.get("none")
-
-  def row_vs_none(section, k, key, direction, claim, margin=0.0):
-    e = r[k] if k in r else res["defenses"][k]
-    c.add(section, claim, lambda: compare(_per(e, key), _per(none, key), direction,
-                                          paired=_paired(e, none), margin=margin),
-          f"{key.replace('_', ' ')} {_ci(none, key)} -> {_ci(e, key)}")
-
-  if _run(none):
-    c.leak("study", "With no defense the model still leaks (mean AUC and advantage above "
-           "their no-leak distributions)", none,
-           f"test acc {_ci(none, 'test_acc')}; " + _leak_detail(none), ("rows", "none"))
-    for k in ("l2_5e-4", "l2_1e-3", "regdrop_0.25", "regdrop_0.5"):
-      if _run(r.get(k)):
-        row_vs_none("study", k, "auc", "lower", f"{names[k]} lowers AUC")
-        row_vs_none("study", k, "advantage", "lower", f"{names[k]} lowers the advantage")
-    for k in ("l2_5e-3", "dp_sgd"):
-      if _run(r.get(k)):
-        e = r[k]
-        c.add("study", f"{names[k]} removes the leak (mean AUC within {NEAR_50:g} points of "
-              "50)", lambda e=e: within(_per(e, "auc"), 50.0, NEAR_50,
-                                        extra_se=e.get("leak", {}).get("null_auc_sd", 0.0)),
-              f"AUC {_ci(e, 'auc')}")
-        row_vs_none("study", k, "test_acc", "lower", f"{names[k]} costs test accuracy")
-    if _run(r.get("regdrop_0.25")) and _run(r.get("l2_5e-4")):
-      a, b = r["regdrop_0.25"], r["l2_5e-4"]
-      c.add("study", "Dropout on top of L2 5e-4 lowers the advantage further (RegDrop 0.25 "
-            "against L2 5e-4)", lambda: compare(_per(a, "advantage"), _per(b, "advantage"),
-                                                "lower", paired=_paired(a, b)),
-            f"advantage {_ci(b, 'advantage')} -> {_ci(a, 'advantage')}")
-    if _run(r.get("label_smoothing")):
-      row_vs_none("study", "label_smoothing", "auc", "higher", "Label smoothing raises AUC")
-      row_vs_none("study", "label_smoothing", "advantage", "higher",
-                  "Label smoothing raises the advantage")
-    if _run(r.get("early_stopping")):
-      row_vs_none("study", "early_stopping", "auc", "lower",
-                  f"Early stopping does not raise AUC (by more than {NOT_RAISED:g} point; the "
-                  "study: no change on CIFAR-10, a drop on Purchase100)", margin=NOT_RAISED)
-
-  for base, e in res.get("post_hoc", {}).items():
-    b = r.get(base)
-    if not _run(b):
-      continue
-    name = names.get(base, base)
-    for key, what in (("auc", "AUC"), ("advantage", "the advantage")):
-      c.add("post_hoc", f"Logit reweighting on {name} lowers {what}",
-            lambda key=key: compare(_per(e, key), _per(b, key), "lower", paired=True),
-            f"{key} {_ci(b, key)} -> {_ci(e, key)} on the same models")
-    over = np.asarray(e.get("overhead_pct_per_target", []), np.float64)
-    c.add("post_hoc", f"Logit reweighting on {name} costs under 1% of inference time",
-          lambda: compare(over, np.ones_like(over), "lower", paired=True),
-          f"{_ci(e, 'overhead_pct')}% of each model's own inference "
-          f"({_f(e.get('reweight_us_per_output'))} µs per output); the difference is from 1%")
-    la, lb = e.get("lira_aware"), b.get("lira")
-    if la and lb:
-      c.add("post_hoc", f"Logit reweighting on {name} lowers LiRA's TPR at 0.1% FPR, for an "
-            "attacker who reweights the shadows the same way (not tested by the study)",
-            lambda: compare(_per(la, "tpr_at_0.1%"), _per(lb, "tpr_at_0.1%"), "lower",
-                            paired=True, method="sign_flip"),
-            f"TPR@0.1%FPR {_ci(lb, 'tpr_at_0.1%')} -> {_ci(la, 'tpr_at_0.1%')} on the same "
-            f"{lb['num_models']} LiRA targets")
-      c.add("post_hoc", f"Logit reweighting on {name} lowers LiRA's AUC, for the same attacker",
-            lambda: compare(_per(la, "auc"), _per(lb, "auc"), "lower", paired=True),
-            f"AUC {_ci(lb, 'auc')} -> {_ci(la, 'auc')}")
-
-  d = res.get("defenses") or {}
-  if _run(none):
-    for k in ("curriculum", "augmentation", "ensemble", "ensemble_bagging"):
-      e = d.get(k)
-      if not _run(e):
-        continue
-      row_vs_none("beyond", k, "auc", "lower",
-                  f"{dnames[k][0].upper() + dnames[k][1:]} lowers the loss-threshold AUC")
-      la, lu = e.get("lira"), e.get("lira_unaware")
-      if la and lu:
-        c.add("beyond", f"{dnames[k][0].upper() + dnames[k][1:]}: the adaptive LiRA attacker "
-              "reaches a higher TPR at 0.1% FPR than the unaware one",
-              lambda la=la, lu=lu: compare(_per(la, "tpr_at_0.1%"), _per(lu, "tpr_at_0.1%"),
-                                           "higher", paired=True, method="sign_flip"),
-              f"TPR@0.1%FPR adaptive {_ci(la, 'tpr_at_0.1%')} vs unaware "
-              f"{_ci(lu, 'tpr_at_0.1%')}; AUC {_ci(la, 'auc', 1)} vs {_ci(lu, 'auc', 1)}")
-  u = d.get("unlearning")
-  if _run(u):
-    m = u["methods"]
-    for k, label in (("retrain", "retraining from scratch"), ("sisa", "SISA")):
-      if k in m:
-        c.add("beyond", f"After exact unlearning ({label}) the forgotten examples look like "
-              f"non-members (loss-threshold AUC within {UNLEARN_NEAR_50:g} points of 50)",
-              lambda k=k: within(_per(m[k], "auc_forgotten"), 50.0, UNLEARN_NEAR_50),
-              f"AUC forgotten vs unseen {_ci(m[k], 'auc_forgotten')}; before unlearning "
-              f"{_ci(m['none'], 'auc_forgotten')}")
-    for k, label in (("finetune", "Fine-tuning on the retained data"),
-                     ("gradient_ascent", "Gradient ascent on the forgotten")):
-      if k in m and "retrain" in m:
-        c.add("beyond", f"{label} hides the forgotten examples as well as retraining (AUC at "
-              f"most {AS_RETRAINING:g} point above retraining's)",
-              lambda k=k: compare(_per(m[k], "auc_forgotten"), _per(m["retrain"],
-                                                                    "auc_forgotten"),
-                                  "lower", paired=True, margin=AS_RETRAINING),
-              f"AUC forgotten vs unseen {_ci(m[k], 'auc_forgotten')} vs retraining "
-              f"{_ci(m['retrain'], 'auc_forgotten')}")
-
-  for k, e in r.items():
-    if k != "none" and _run(e):
-      c.leak("leak", f"{names.get(k, k)} still leaks", e, _leak_detail(e), ("rows", k))
-  for base, e in res.get("post_hoc", {}).items():
-    c.leak("leak", f"Logit reweighting on {names.get(base, base)} still leaks", e,
-           _leak_detail(e), ("post_hoc", base))
-  for k, e in d.items():
-    if _run(e) and "leak" in e:
-      c.leak("leak", f"{dnames.get(k, k)[0].upper() + dnames.get(k, k)[1:]} still leaks", e,
-             _leak_detail(e), ("defenses", k))
-  return c.items

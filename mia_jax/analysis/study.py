@@ -111,52 +111,68 @@ def analyse_target(model: nn.Module, variables: dict, x: np.ndarray, y: np.ndarr
     do_gradcam: Grad-CAM figure when the model is convolutional.
   """
   y, is_member, phi = np.asarray(y), np.asarray(is_member, bool), np.asarray(phi, np.float64)
-  out: dict = {"vulnerable": {}, "alphas": list(ALPHAS)}
-  flags = {}
+  out: dict = {"alphas": list(ALPHAS)}
+  out["vulnerable"], flags = _vulnerable(phi, is_member, y)
+  v1 = out["vulnerable"][str(ALPHAS[0])]
+  log(f"vulnerable members at {ALPHAS[0]:.0%} FPR: {v1['count']} (chance "
+      f"{v1['chance_members']:.1f}, precision {v1['precision']:.3f} vs base rate "
+      f"{v1['base_rate']:.3f}, p {v1['p_value']:.2g})")
+  if lira is not None:
+    out.update(_against_lira_models(lira, flags, is_member, x, y))
+    _tsne_figure(lira["features"][0], y, flags[str(ALPHAS[0])] & is_member, fig_dir,
+                 tsne_points, tsne_iter, seed)
+    out["figures"] = ["tsne_reference_features.png"]
+  if do_gradcam and _is_conv(model) and x.ndim == 4:
+    out["gradcam"] = _gradcam_figure(model, variables, x, y, is_member, phi, fig_dir)
+    out.setdefault("figures", []).append("gradcam_most_least_vulnerable.png")
+  out["markdown"] = markdown_lines(out)
+  return out
+
+
+def _vulnerable(phi, is_member, y) -> tuple[dict, dict]:
+  """Per alpha of ALPHAS: the members above the threshold of alpha FPR (count, precision
+  against chance, per class) and the flags [N] of every example above it."""
+  summary, flags = {}, {}
   for alpha in ALPHAS:
     v, t = vul.vulnerable_members(phi, is_member, alpha)
     flags[str(alpha)] = phi > t
     prec = vul.flag_precision(v.sum(), np.sum((phi > t) & ~is_member), is_member.sum(),
                               (~is_member).sum(), alpha)
-    out["vulnerable"][str(alpha)] = {
+    summary[str(alpha)] = {
         **prec, "count": int(v.sum()), "threshold": t,
         "fraction_of_members": float(v.sum() / is_member.sum()),
         "per_class": np.bincount(y[v], minlength=int(y.max()) + 1).tolist()}
-  v1 = out["vulnerable"][str(ALPHAS[0])]
-  log(f"vulnerable members at {ALPHAS[0]:.0%} FPR: {v1['count']} (chance "
-      f"{v1['chance_members']:.1f}, precision {v1['precision']:.3f} vs base rate "
-      f"{v1['base_rate']:.3f}, p {v1['p_value']:.2g})")
-  feats_ref = None
-  if lira is not None:
-    unseen = ~lira["keep"]
-    feats_ref = lira["features"]
-    scores = reference_outliers(lira["features"], lira["logits"], unseen, x, y)
-    out["outlier_reference"] = (f"{len(unseen)} LiRA models, each where the example is OUT "
-                                f"(on average {unseen.sum(0).mean():.1f} per example), and pixels")
-    out["single_target"] = single_target(flags, is_member, y, scores)
-    leak = vul.example_leakage(vul.flag_matrix(lira["scores"], lira["keep"], ALPHAS[0],
-                                               leave_one_out=True), lira["keep"])
-    mem = np.flatnonzero(is_member)
-    out["lira_leakage_of_vulnerable"] = {
-        "alpha": ALPHAS[0], "targets": int(len(lira["keep"])),
-        **vul.compare_groups(leak["leakage"][mem], flags[str(ALPHAS[0])][mem])}
-  if feats_ref is not None:
-    _tsne_figure(feats_ref[0], y, flags[str(ALPHAS[0])] & is_member, fig_dir, tsne_points,
-                 tsne_iter, seed)
-    out["figures"] = ["tsne_reference_features.png"]
-  if do_gradcam and _is_conv(model) and x.ndim == 4:
-    mem = np.flatnonzero(is_member)
-    order = mem[np.argsort(-phi[mem])]
-    most, least = order[:8], order[::-1][:8]
-    rows = []
-    for title, idx in (("most vulnerable", most), ("least vulnerable", least)):
-      cams = gradcam.gradcam(model, variables, x[idx], y[idx])
-      rows.append((title, x[idx], cams, [f"y={y[i]} phi={phi[i]:.1f}" for i in idx]))
-    plots.gradcam_grid(rows, os.path.join(fig_dir, "gradcam_most_least_vulnerable.png"))
-    out["gradcam"] = {"most": most.tolist(), "least": least.tolist()}
-    out.setdefault("figures", []).append("gradcam_most_least_vulnerable.png")
-  out["markdown"] = markdown_lines(out)
-  return out
+  return summary, flags
+
+
+def _against_lira_models(lira, flags, is_member, x, y) -> dict:
+  """Outlier scores from the LiRA models (each where the example is OUT) and pixels against
+  the target's flags, and the LiRA leakage of its vulnerable members against the others."""
+  unseen = ~lira["keep"]
+  scores = reference_outliers(lira["features"], lira["logits"], unseen, x, y)
+  leak = vul.example_leakage(vul.flag_matrix(lira["scores"], lira["keep"], ALPHAS[0],
+                                             leave_one_out=True), lira["keep"])
+  mem = np.flatnonzero(is_member)
+  return {"outlier_reference": (f"{len(unseen)} LiRA models, each where the example is OUT "
+                                f"(on average {unseen.sum(0).mean():.1f} per example), and "
+                                "pixels"),
+          "single_target": single_target(flags, is_member, y, scores),
+          "lira_leakage_of_vulnerable": {
+              "alpha": ALPHAS[0], "targets": int(len(lira["keep"])),
+              **vul.compare_groups(leak["leakage"][mem], flags[str(ALPHAS[0])][mem])}}
+
+
+def _gradcam_figure(model, variables, x, y, is_member, phi, fig_dir) -> dict:
+  """Grad-CAM of the 8 most and 8 least vulnerable members; their indices."""
+  mem = np.flatnonzero(is_member)
+  order = mem[np.argsort(-phi[mem])]
+  most, least = order[:8], order[::-1][:8]
+  rows = []
+  for title, idx in (("most vulnerable", most), ("least vulnerable", least)):
+    cams = gradcam.gradcam(model, variables, x[idx], y[idx])
+    rows.append((title, x[idx], cams, [f"y={y[i]} phi={phi[i]:.1f}" for i in idx]))
+  plots.gradcam_grid(rows, os.path.join(fig_dir, "gradcam_most_least_vulnerable.png"))
+  return {"most": most.tolist(), "least": least.tolist()}
 
 
 def _tsne_figure(feats, y, marked, fig_dir, points, max_iter, seed):

@@ -24,8 +24,11 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from mia_jax.data import npz, sources
+from mia_jax.data import augment, canaries, membership, npz, sources
 from mia_jax.errors import ConfigError, DataError
+
+__all__ = ["Dataset", "augment", "canaries", "check_name", "check_raw", "load", "load_raw",
+           "membership", "names", "normalise", "npz", "register", "sources", "split_sizes"]
 
 
 @dataclasses.dataclass(frozen=True)

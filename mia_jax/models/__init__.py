@@ -29,7 +29,10 @@ import flax.linen as nn
 import ml_collections
 
 from mia_jax.errors import ConfigError
-from mia_jax.models import cnn, densenet, mlp, resnet
+from mia_jax.models import cnn, densenet, mlp, norms, resnet
+
+__all__ = ["build", "cnn", "densenet", "is_importable_name", "mlp", "names", "norms",
+           "register", "resnet", "resolve", "uses_batch_stats"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp.from_config,

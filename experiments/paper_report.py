@@ -1,30 +1,14 @@
 """Markdown of experiments/paper_table.py's results, set beside the study's own tables
-(Khalil et al. 2025, CIFAR-10 DenseNet-12 and Purchase100 FCN): every number with its 95%
-interval over the models, and each of the study's findings with the verdict of its test
-(mia_jax.analysis.significance: "holds", "fails" or "not shown", Holm over the table).
-
-The study's reference numbers (PAPER) stay here until they move to their own module."""
+(Khalil et al. 2025, CIFAR-10 DenseNet-12 and Purchase100 FCN; experiments/paper_reference.py):
+every number with its 95% interval over the models, and each of the study's findings with the
+verdict of its test (experiments/paper_claims.py and mia_jax.analysis.significance: "holds",
+"fails" or "not shown", Holm over the table)."""
 
 import numpy as np
 
-# train acc / test acc / AUC / advantage (percent), from the study (shared/REFERENCE.md).
-PAPER = {
-    "none": ((99.97, 87.91, 60.27, 22.07), (97.76, 87.54, 57.27, 13.86)),
-    "early_stopping": ((99.97, 87.93, 60.21, 21.96), (96.88, 89.58, 55.07, 10.40)),
-    "l2_5e-4": ((99.99, 91.46, 57.11, 19.13), (94.91, 89.34, 53.25, 7.26)),
-    "l2_1e-3": ((99.95, 89.61, 58.07, 20.52), (92.63, 88.37, 52.22, 4.87)),
-    "l2_5e-3": ((60.35, 59.71, 50.06, 0.82), (77.76, 76.16, 50.92, 1.73)),
-    "regdrop_0.25": ((99.85, 91.78, 56.00, 15.44), (90.02, 87.14, 51.87, 3.70)),
-    "regdrop_0.5": ((91.97, 84.89, 53.61, 7.52), (86.52, 84.45, 51.44, 2.46)),
-    "label_smoothing": ((99.99, 86.47, 67.33, 37.04), (99.15, 88.52, 59.43, 16.43)),
-    "dp_sgd": ((59.51, 59.55, 50.00, 0.53), (61.71, 61.21, 50.36, 0.70)),
-    "logit_reweighting": ((99.97, 87.91, 55.94, 11.89), None),
-}
-NAMES = {"none": "none", "early_stopping": "early stopping", "l2_5e-4": "L2 5e-4",
-         "l2_1e-3": "L2 1e-3", "l2_5e-3": "L2 5e-3", "regdrop_0.25": "RegDrop 0.25",
-         "regdrop_0.5": "RegDrop 0.5", "label_smoothing": "label smoothing", "dp_sgd": "DP-SGD",
-         "logit_reweighting": "logit reweighting (on none)"}
+from mia_jax.analysis import significance
 
+from experiments.paper_reference import DEFENSE_NAMES, NAMES, PAPER, UNLEARN_NAMES
 
 
 def _f(v, d=2):
@@ -159,7 +143,6 @@ def outlier_findings(a: dict) -> list[str]:
   """The study's outlier claims on the analysis of one target (mia_jax.analysis.study): a
   family of its own (Holm over these claims only), from the two-sided Mann-Whitney p-values
   and the signs of Cliff's delta; the unit is that target's examples, not models."""
-  from mia_jax.analysis import significance  # pylint: disable=import-outside-toplevel
   claims = []
   for key, label in (("threshold_0.01", "loss threshold, 1% FPR"), ("lira", "LiRA, 1% FPR")):
     for score, where in (("centroid_distance", "farther from their class centroid"),
@@ -178,12 +161,36 @@ def outlier_findings(a: dict) -> list[str]:
           f"{len(claims)} claims {c['p_holm']:.2g})." for c in significance.decide(claims)]
 
 
-DEFENSE_NAMES = {"curriculum": "curriculum learning", "augmentation": "data augmentation",
-                 "ensemble": "ensemble (disjoint partitions)",
-                 "ensemble_bagging": "ensemble (bagging)", "unlearning": "machine unlearning"}
-UNLEARN_NAMES = {"none": "no unlearning (the `none` models)", "retrain": "retrain from scratch",
-                 "sisa": "SISA (exact)", "finetune": "fine-tune on retained",
-                 "gradient_ascent": "gradient ascent on forgotten"}
+def _unlearning_table(u: dict) -> list[str]:
+  """The machine-unlearning rows: AUC of the forgotten, accuracies, seconds; LiRA on them."""
+  lines = ["", f"### Machine unlearning ({u['setting']})", "",
+           f"Each target forgets {u['forgotten_per_target']} random members. Loss-threshold "
+           "AUC of the forgotten examples against never-seen ones (50 = they look like "
+           "non-members) and of the retained members for contrast; accuracy in percent; "
+           "each with its t interval over the targets; seconds of unlearning per model and "
+           "speed-up over retraining from scratch (one timing each).", "",
+           "| method | AUC forgotten vs unseen | AUC retained vs unseen | acc forgotten | "
+           "acc retained | test acc | s/model | speed-up vs retrain |",
+           "|---|---|---|---|---|---|---|---|"]
+  for k, m in u["methods"].items():
+    sec = _f(m["seconds_per_model"], 1)
+    if k == "sisa":
+      sec += f" (fit {_f(m['fit_seconds'], 1)})"
+    lines.append(f"| {UNLEARN_NAMES.get(k, k)} | {_ci(m, 'auc_forgotten')} | "
+                 f"{_ci(m, 'auc_retained')} | {_ci(m, 'acc_forgotten')} | "
+                 f"{_ci(m, 'acc_retained')} | {_ci(m, 'test_acc')} | {sec} | "
+                 f"{_f(m['speedup_vs_retrain'], 1)}{'x' if m['speedup_vs_retrain'] else ''} |")
+  lf = u.get("lira_forgotten")
+  if lf:
+    lines += ["", f"LiRA on the forgotten examples ({u['lira_forgotten_per_target']} per LiRA "
+              "model) against never-seen ones, TPR@0.1%FPR (AUC) with t intervals over every "
+              "LiRA model as target: the adaptive attacker's shadows forgot their own random "
+              "members by the same method (counted OUT), the unaware one's are the `none` "
+              "row's models.", "", "| method | LiRA adaptive | LiRA unaware |", "|---|---|---|"]
+    for k, m in lf.items():
+      lines.append(f"| {UNLEARN_NAMES.get(k, k)} | {_lira(m['aware'])} | "
+                   f"{_lira(m['unaware'])} |")
+  return lines
 
 
 def defense_tables(res: dict) -> list[str]:
@@ -225,33 +232,7 @@ def defense_tables(res: dict) -> list[str]:
                  f"{_lira(e.get('lira_unaware'))} |")
   u = d.get("unlearning")
   if u and u.get("status") == "run":
-    lines += ["", f"### Machine unlearning ({u['setting']})", "",
-              f"Each target forgets {u['forgotten_per_target']} random members. Loss-threshold "
-              "AUC of the forgotten examples against never-seen ones (50 = they look like "
-              "non-members) and of the retained members for contrast; accuracy in percent; "
-              "each with its t interval over the targets; seconds of unlearning per model and "
-              "speed-up over retraining from scratch (one timing each).", "",
-              "| method | AUC forgotten vs unseen | AUC retained vs unseen | acc forgotten | "
-              "acc retained | test acc | s/model | speed-up vs retrain |",
-              "|---|---|---|---|---|---|---|---|"]
-    for k, m in u["methods"].items():
-      sec = _f(m["seconds_per_model"], 1)
-      if k == "sisa":
-        sec += f" (fit {_f(m['fit_seconds'], 1)})"
-      lines.append(f"| {UNLEARN_NAMES.get(k, k)} | {_ci(m, 'auc_forgotten')} | "
-                   f"{_ci(m, 'auc_retained')} | {_ci(m, 'acc_forgotten')} | "
-                   f"{_ci(m, 'acc_retained')} | {_ci(m, 'test_acc')} | {sec} | "
-                   f"{_f(m['speedup_vs_retrain'], 1)}{'x' if m['speedup_vs_retrain'] else ''} |")
-    lf = u.get("lira_forgotten")
-    if lf:
-      lines += ["", f"LiRA on the forgotten examples ({u['lira_forgotten_per_target']} per LiRA "
-                "model) against never-seen ones, TPR@0.1%FPR (AUC) with t intervals over every "
-                "LiRA model as target: the adaptive attacker's shadows forgot their own random "
-                "members by the same method (counted OUT), the unaware one's are the `none` "
-                "row's models.", "", "| method | LiRA adaptive | LiRA unaware |", "|---|---|---|"]
-      for k, m in lf.items():
-        lines.append(f"| {UNLEARN_NAMES.get(k, k)} | {_lira(m['aware'])} | "
-                     f"{_lira(m['unaware'])} |")
+    lines += _unlearning_table(u)
   return lines
 
 
@@ -293,35 +274,9 @@ def how_tested(res: dict) -> list[str]:
   ]
 
 
-def markdown(res: dict, fig_dir: str) -> str:
-  ds = res["dataset"]
-  lines = [f"# Defense table on {ds['name']} (Khalil et al. 2025 protocol)", "",
-           f"Members: {ds['members']} training examples; non-members: {ds['nonmembers']} test "
-           f"examples (unbalanced, as the study); {res['num_models']} model(s) per row, each a "
-           "target of the global loss-threshold attack (AUC and advantage in percent, mean "
-           "[95% t interval] over targets). LiRA: online, models on random halves of the same "
-           f"{ds['members'] + ds['nonmembers']} examples, mean [t interval] over every model as "
-           "target. Paper columns: train / test / AUC / advantage.", ""]
-  lines += table(res)
-  rests = _lira_rests_on(res)
-  if rests:
-    lines += ["", rests]
-  lines += ["", "## How the verdicts are tested", ""] + [f"- {t}" for t in how_tested(res)]
-  notes = res["config"].get("paper", {}).get("notes") or ()
-  if notes:
-    lines += ["", "## How this run differs from the study", ""] + [f"- {n}" for n in notes]
-  lines += defense_tables(res)
-  lines += ["", "## The study's findings, checked here", ""] + findings(res, "study")
-  post = findings(res, "post_hoc")
-  if post:
-    lines += ["", "### The post-hoc defense (logit reweighting)", ""] + post
-  extra = findings(res, "beyond")
-  if extra:
-    lines += ["", "## Beyond the study: the extra defenses, checked here", ""] + extra
-  leaks = findings(res, "leak")
-  if leaks:
-    lines += ["", "## Does each defended row still leak?", ""] + leaks
-  a = res.get("analysis")
+def _analysis_section(a: dict | None, fig_dir: str) -> list[str]:
+  """The single-target analysis of the `none` row (mia_jax.analysis.study), if it ran."""
+  lines = []
   if a and "markdown" in a:         # mia_jax.analysis.study writes its own section
     lines += ["", "## Vulnerable members and outlier scores (the `none` row, target 0)", ""]
     lines += a["markdown"]
@@ -357,4 +312,37 @@ def markdown(res: dict, fig_dir: str) -> str:
               "tsne_logits.png, vulnerable_by_outlier_decile.png"
               + (", lira_vulnerable_by_outlier_decile.png" if "lira" in a["outliers"] else "")
               + (", gradcam_most_least_vulnerable.png" if "gradcam" in a else "") + "."]
+  return lines
+
+
+def markdown(res: dict, fig_dir: str) -> str:
+  """OUT.md of experiments/paper_table.py."""
+  ds = res["dataset"]
+  lines = [f"# Defense table on {ds['name']} (Khalil et al. 2025 protocol)", "",
+           f"Members: {ds['members']} training examples; non-members: {ds['nonmembers']} test "
+           f"examples (unbalanced, as the study); {res['num_models']} model(s) per row, each a "
+           "target of the global loss-threshold attack (AUC and advantage in percent, mean "
+           "[95% t interval] over targets). LiRA: online, models on random halves of the same "
+           f"{ds['members'] + ds['nonmembers']} examples, mean [t interval] over every model as "
+           "target. Paper columns: train / test / AUC / advantage.", ""]
+  lines += table(res)
+  rests = _lira_rests_on(res)
+  if rests:
+    lines += ["", rests]
+  lines += ["", "## How the verdicts are tested", ""] + [f"- {t}" for t in how_tested(res)]
+  notes = res["config"].get("paper", {}).get("notes") or ()
+  if notes:
+    lines += ["", "## How this run differs from the study", ""] + [f"- {n}" for n in notes]
+  lines += defense_tables(res)
+  lines += ["", "## The study's findings, checked here", ""] + findings(res, "study")
+  post = findings(res, "post_hoc")
+  if post:
+    lines += ["", "### The post-hoc defense (logit reweighting)", ""] + post
+  extra = findings(res, "beyond")
+  if extra:
+    lines += ["", "## Beyond the study: the extra defenses, checked here", ""] + extra
+  leaks = findings(res, "leak")
+  if leaks:
+    lines += ["", "## Does each defended row still leak?", ""] + leaks
+  lines += _analysis_section(res.get("analysis"), fig_dir)
   return "\n".join(lines) + "\n"
