@@ -163,16 +163,19 @@ def plan(args) -> list[tuple]:
   """(repeat, case, side, thunk) in the interleaved order; each side's order alternates."""
   sizes = sizes_of(args)
   log = args.log
-  step_args = ["--steps", str(3 if args.quick else 20), "--few", str(2 if args.quick else 5)]
+  steps = 3 if args.quick else args.steps
+  step_args = ["--steps", str(steps), "--few", str(max(2, steps // 4))]   # few: Opacus hooks
 
   def train_pair(kind, epochs):
     s = {**sizes, "epochs": epochs}
     val, test = (CLI_CASES[kind][1][f"data.{k}_size"] for k in ("val", "test"))
     torch_args = ["train", "--model", kind, "--epochs", str(epochs), "--models", str(s["models"]),
                   "--pool", str(s["pool"]), "--val", str(val), "--test", str(test)]
+    one_thread = kind != "cnn" or args.cnn_one_thread
     return [("mia_jax", lambda: run_cli(kind, s, log)),
-            ("torch", lambda: run_worker(BASELINE, torch_args, log)),
-            ("torch1", lambda: run_worker(BASELINE, torch_args + ["--threads", "1"], log))]
+            ("torch", lambda: run_worker(BASELINE, torch_args, log))] + ([
+                ("torch1", lambda: run_worker(BASELINE, torch_args + ["--threads", "1"], log))]
+                if one_thread else [])
   runs = []
   for r in range(args.repeats):
     cases = [("train_mlp", train_pair("mlp", sizes["epochs"]))]
@@ -213,7 +216,9 @@ def main() -> None:
   p.add_argument("--tree", default=ROOT, help="the mia_jax source tree to time")
   p.add_argument("--worker", default="", help="jax_steps: this script's worker process")
   p.add_argument("--result", default="")
-  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--steps", type=int, default=20, help="timed steps per step case")
+  p.add_argument("--cnn-one-thread", action="store_true",
+                 help="also train the CNNs with PyTorch on 1 thread (slow under load)")
   args, _ = p.parse_known_args()
   if args.worker == "jax_steps":
     with open(args.result, "w") as f:
