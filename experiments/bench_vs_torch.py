@@ -3,10 +3,11 @@ r"""mia_jax against a straightforward PyTorch loop and Opacus on this CPU (issue
   pip install -e '.[bench]'   # torch==2.13.0, opacus 1.6.0; where PyPI's torch is a CUDA build,
                               # first: pip install torch==2.13.0 --index-url \
                               #   https://download.pytorch.org/whl/cpu
-  nice -n 5 python experiments/bench_vs_torch.py          # the full bench
-  python experiments/bench_vs_torch.py --quick            # tiny sizes: a smoke run
-  python experiments/bench_vs_torch.py --long             # + 16 MLPs x 20 epochs, once
-  --tree DIR times the mia_jax of another source tree (e.g. `git archive` of a commit).
+  nice -n 5 python -m experiments.bench_vs_torch          # the full bench
+  python -m experiments.bench_vs_torch --quick            # tiny sizes: a smoke run
+  python -m experiments.bench_vs_torch --long             # + 16 MLPs x 20 epochs, once
+  --tree DIR times another source tree (e.g. `git archive` of a commit: its mia_jax, configs
+  and workers).
 Writes experiments/results/bench_vs_torch.md and .json (every figure with its repeats).
 
 Both sides: Fashion-MNIST split as mia_jax.data splits it, 16 models on random halves of a
@@ -28,8 +29,8 @@ import sys
 import tempfile
 import time
 
-import bench_vs_torch_baseline as baseline
-import bench_vs_torch_report as report
+from experiments import bench_vs_torch_baseline as baseline
+from experiments import bench_vs_torch_report as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "experiments", "results")
@@ -139,11 +140,11 @@ def run_cli(case: str, sizes: dict, log_path: str) -> dict:
       return {"wall_s": wall, **cli_figures(json.load(f))}
 
 
-def run_worker(script: str, args: list[str], log_path: str) -> dict:
-  """Runs a worker (this script's jax_steps, or bench_vs_torch_baseline.py's train / steps)."""
+def run_worker(module: str, args: list[str], log_path: str) -> dict:
+  """Runs a worker (this module's jax_steps, or bench_vs_torch_baseline's train / steps)."""
   fd, path = tempfile.mkstemp(suffix=".json")
   os.close(fd)
-  wall = run_process([sys.executable, os.path.join(ROOT, "experiments", script)] + args
+  wall = run_process([sys.executable, "-m", f"experiments.{module}"] + args
                      + ["--result", path], log_path)
   with open(path) as f:
     result = json.load(f)
@@ -151,7 +152,7 @@ def run_worker(script: str, args: list[str], log_path: str) -> dict:
   return {"wall_s": wall, **result}
 
 
-THIS, BASELINE = "bench_vs_torch.py", "bench_vs_torch_baseline.py"
+THIS, BASELINE = "bench_vs_torch", "bench_vs_torch_baseline"
 
 
 def sizes_of(args) -> dict:
@@ -232,7 +233,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"[{i + 1}/{len(todo)}] repeat {repeat} {case} {side} (load {load:.1f})", flush=True)
     runs.append({"repeat": repeat, "case": case, "side": side, "load": load, "result": thunk()})
-    meta = {**versions(), "command": " ".join(["python", "experiments/bench_vs_torch.py"]
+    meta = {**versions(), "command": " ".join(["python", "-m", "experiments.bench_vs_torch"]
                                               + sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "bench_s": time.perf_counter() - t0, "load": report.spread(r["load"] for r in runs),

@@ -1,9 +1,9 @@
 r"""The PyTorch and Opacus side of experiments/bench_vs_torch.py: the straightforward loop a user
 would write, run by bench_vs_torch.py in worker processes (torch imported there only).
 
-  python experiments/bench_vs_torch_baseline.py train --model mlp --epochs 2 --models 16 \
+  python -m experiments.bench_vs_torch_baseline train --model mlp --epochs 2 --models 16 \
       --pool 10000 --val 2000 --test 10000 --result /tmp/r.json
-  python experiments/bench_vs_torch_baseline.py steps --steps 20 --few 5 --result /tmp/r.json
+  python -m experiments.bench_vs_torch_baseline steps --steps 20 --few 5 --result /tmp/r.json
 
 `train`: Fashion-MNIST split as mia_jax.data splits it (the 70k images joined, shuffled with
 seed 0; pool, val, test), keep [M, N] with every example IN for exactly half the models; the
