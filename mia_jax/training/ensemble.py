@@ -34,7 +34,8 @@ from mia_jax.training.state import TrainState
 @dataclasses.dataclass
 class TrainResult:
   state: TrainState              # leaves [M, ...] (numpy); the best epoch's under early stopping;
-                                 # tx None: a result is compared and saved, not stepped
+                                 # apply_fn and tx None: a result is compared and saved, not
+                                 # stepped (its arrays alone: two runs' results compare equal)
   history: list[dict]            # one record per epoch, per-model lists inside
   epochs_run: int
   resumed_from: int              # epochs already done when this call started (0 = fresh)
@@ -146,7 +147,7 @@ def train_ensemble(step: Callable, init_state: TrainState, sampler, mapping, *,
                                     mapping.put(best) if best is not None else None, timer)
   if ckpt is not None:
     ckpt.close()
-  final = mapping.get(best if best is not None else state).replace(tx=None)
+  final = mapping.get(best if best is not None else state).replace(apply_fn=None, tx=None)
   return TrainResult(jax.tree.map(lambda a: a[:num_real], final), history, epoch, start)
 
 
