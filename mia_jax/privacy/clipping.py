@@ -32,7 +32,6 @@ import dp_accounting
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from jax_privacy import clipping as jp_clipping
 
 from mia_jax.errors import ConfigError
@@ -168,37 +167,3 @@ def _reference(apply_fn, loss_fn, params, x, y, mask, rng, clip_norm, microbatch
   total, aux = grad_fn(*args, is_padding_example=mask <= 0)
   return total, ClipAux(aux.values, aux.grad_norms)
 
-
-# Transition: the former cross-entropy-only API, kept until its callers move to clipped_grad.
-LOSSES = ("xent",)
-
-
-def apply_fn_for(model: nn.Module, train: bool = True) -> ApplyFn:
-  """Returns apply_fn(params, x, rng) -> logits for a flax.linen model; rng feeds dropout."""
-
-  def apply_fn(params, x, rng):
-    rngs = {} if rng is None else {"dropout": rng}
-    return model.apply({"params": params}, x, train=train, rngs=rngs)
-
-  return apply_fn
-
-
-def per_example_xent(logits, labels, label_smoothing: float = 0.0):
-  """Softmax cross-entropy per example. logits [B, K], integer labels [B] -> [B] float32."""
-  logits = logits.astype(jnp.float32)
-  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
-
-
-def clipped_grad_sum(apply_fn, params, x, y, mask, *, clip_norm, method="fast",
-                     microbatch_size=None, loss="xent", label_smoothing=0.0, rng=None,
-                     conv_norm="auto"):
-  """clipped_grad(per_example_xent, ...)(apply_fn, params, (x, y, mask), rng)."""
-  if loss not in LOSSES:
-    raise ConfigError(f"unknown DP loss {loss!r}; choose one of {list(LOSSES)}")
-  loss_fn = lambda logits, labels: per_example_xent(logits, labels, label_smoothing)
-  grad_fn = clipped_grad(loss_fn, clip_norm=clip_norm, method=method,
-                         microbatch_size=microbatch_size, conv_norm=conv_norm)
-  return grad_fn(apply_fn, params, (x, y, mask), rng)

@@ -60,11 +60,6 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _ONE = np.uint32(0x3F800000)  # float32 1.0
 
 
-def step_key(key: jax.Array, step) -> jax.Array:
-  """The noise key of one step: fold_in(key, step). `step` is an int or an int32 scalar."""
-  return jax.random.fold_in(key, jnp.asarray(step, jnp.uint32))
-
-
 def _threefry2x32(k0, k1, x0, x1):
   """Threefry-2x32, 20 rounds (Salmon et al. 2011), unrolled; as jax's threefry2x32_p."""
   ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
@@ -89,10 +84,10 @@ def _key_data(key: jax.Array) -> jax.Array:
   return key
 
 
-def _fold_in(kd: jax.Array, data) -> jax.Array:
+def _fold_in(key_words: jax.Array, data) -> jax.Array:
   """Key data of jax.random.fold_in(key, data), for uint32 data of any shape: [..., 2]."""
   data = jnp.asarray(data, jnp.uint32)
-  w0, w1 = _threefry2x32(kd[0], kd[1], jnp.zeros_like(data), data)
+  w0, w1 = _threefry2x32(key_words[0], key_words[1], jnp.zeros_like(data), data)
   return jnp.stack([w0, w1], -1)
 
 
@@ -117,9 +112,9 @@ def _cos_2pi(u: jax.Array) -> jax.Array:
   return jnp.where(flip, -c, c)
 
 
-def _standard_normal(kd: jax.Array, shape: tuple[int, ...], row0: int = 0) -> jax.Array:
+def _standard_normal(key_words: jax.Array, shape: tuple[int, ...], row0: int = 0) -> jax.Array:
   """float32 N(0, 1) of shape [rows, cols] or [rows, cols / 2, 2]: the row-major values
-  k = row0 * cols + (0 .. rows * cols - 1) of the stream of key data kd.
+  k = row0 * cols + (0 .. rows * cols - 1) of the stream of the key words key_words (uint32 [2]).
 
   Value k is Box-Muller output (k mod 2) of Threefry block k // 2. In the 3-d shape the pair
   of a block is the trailing axis and the block index a function of the other axes only; XLA's
@@ -134,7 +129,7 @@ def _standard_normal(kd: jax.Array, shape: tuple[int, ...], row0: int = 0) -> ja
   else:
     k = (iota(0) + np.uint32(row0)) * np.uint32(shape[1]) + iota(1)
     block, phase = k >> np.uint32(1), k & np.uint32(1)
-  w0, w1 = _threefry2x32(kd[0], kd[1], jnp.zeros_like(block), block)
+  w0, w1 = _threefry2x32(key_words[0], key_words[1], jnp.zeros_like(block), block)
   r = jnp.sqrt(np.float32(-2) * jnp.log(np.float32(1) - _unit(w0)))
   # r cos(theta - phase pi/2): r cos(theta) and r sin(theta), theta = 2 pi U(w1)
   return r * _cos_2pi(_unit(w1) - jnp.where(phase == 0, np.float32(0), np.float32(0.25)))
@@ -175,43 +170,6 @@ def _map_noise(key: jax.Array, tree: Any, stddev, combine) -> Any:
     o = jnp.concatenate([fill(0, half), fill(half, rows)]) if half else fill(0, rows)
     out.append(o.reshape(shape))
   return jax.tree.unflatten(treedef, out)
-
-
-def gaussian_noise(key: jax.Array, like: Any, stddev) -> Any:
-  """A pytree shaped like `like` of i.i.d. N(0, stddev^2) in each leaf's dtype.
-
-  `key` must be fresh for every use (e.g. step_key(run_key, step)). Prefer `privatize`, which
-  fuses the noise with the clipped sum (no separate parameter-sized noise buffer).
-  """
-  return _map_noise(key, like, stddev, lambda v, z: z)
-
-
-def privatize(
-    grad_sum: Any,
-    key: jax.Array,
-    *,
-    step,
-    noise_multiplier,
-    clip_norm,
-    expected_batch_size,
-) -> Any:
-  """(grad_sum + N(0, (noise_multiplier * clip_norm)^2 I)) / expected_batch_size.
-
-  Args:
-    grad_sum: pytree, the sum of per-example gradients clipped to `clip_norm`.
-    key: the run's (per model) noise key, used for nothing else; the step key is
-      fold_in(key, step), so no two steps share noise.
-    step: the optimizer step (int or traced int scalar).
-    noise_multiplier: sigma (the accountant's noise multiplier).
-    clip_norm: C, the clipping bound used for grad_sum.
-    expected_batch_size: q * n, a public constant.
-
-  Returns:
-    The noisy mean gradient, shaped and typed like grad_sum.
-  """
-  kd = _fold_in(_key_data(key), jnp.asarray(step, jnp.uint32))  # = step_key(key, step)
-  return _map_noise(kd, grad_sum, noise_multiplier * clip_norm,
-                    lambda g, z: (g + z) / expected_batch_size)
 
 
 class PrivatizerState(NamedTuple):
@@ -258,8 +216,8 @@ def gaussian_privatizer(*, noise_multiplier: float, l2_sensitivity: float,
     elif noise_key is None:
       raise ValueError("gaussian_privatizer.update needs noise_key=<a fresh key per model>")
     else:
-      kd = _fold_in(_key_data(noise_key), state.count.astype(jnp.uint32))
-      noisy = _map_noise(kd, updates, stddev, lambda g, z: (g + z) / expected_batch_size)
+      key_words = _fold_in(_key_data(noise_key), state.count.astype(jnp.uint32))
+      noisy = _map_noise(key_words, updates, stddev, lambda g, z: (g + z) / expected_batch_size)
     return noisy, PrivatizerState(count=state.count + 1)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

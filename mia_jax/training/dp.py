@@ -140,33 +140,6 @@ def plan(dp: ml_collections.ConfigDict, keep: np.ndarray, batch_size: int, epoch
                 clip_norm=float(dp.clip_norm), clipping=dp.clipping, fault=dp.get("fault", ""))
 
 
-def poisson_epoch_batches(keep: np.ndarray, p: DPPlan, seed: int, epoch: int,
-                          model_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """idx int32 [S, M, max_batch] and mask [S, M, max_batch] for one epoch of Poisson steps.
-
-  Model m's step draws each of its kept examples with rate expected_batch_size / n_m, from
-  (seed, epoch, model id); a draw above max_batch keeps a uniform subset (truncated Poisson,
-  which the PLD accountant covers). Padding slots repeat the model's own first example, mask 0.
-  """
-  num_models = keep.shape[0]
-  model_ids = np.arange(num_models) if model_ids is None else np.asarray(model_ids)
-  s, b = p.steps_per_epoch, p.max_batch
-  idx = np.zeros((s, num_models, b), np.int32)
-  mask = np.zeros((s, num_models, b), np.float32)
-  for m in range(num_models):
-    own = np.flatnonzero(keep[m])
-    rng = np.random.default_rng([seed, epoch, int(model_ids[m]), 7])
-    q = p.expected_batch_size / len(own)
-    for t in range(s):
-      chosen = own[rng.random(len(own)) < q]
-      if len(chosen) > b:
-        chosen = rng.choice(chosen, b, replace=False)
-      idx[t, m] = own[0]
-      idx[t, m, :len(chosen)] = chosen
-      mask[t, m, :len(chosen)] = 1.0
-  return idx, mask
-
-
 def epsilon_by_epoch(p: DPPlan, epochs: int) -> list[float]:
   """Epsilon spent after each of `epochs` epochs, for the progress log and the history.
 
