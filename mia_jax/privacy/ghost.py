@@ -1,8 +1,8 @@
 """Fast per-example clipping: ghost norms from captured activations and output gradients.
 
 Written by hand because jax_privacy 2.0 has no ghost clipping: its `clipped_grad` is a vmap of
-per-example gradients, which materialises B copies of every weight gradient (memory bound:
-100-300x a plain step for the 1.3M-parameter Purchase100 MLP on a CPU; experiments/bench_dp.py).
+per-example gradients, which materialises B copies of every weight gradient (memory bound; its
+cost against this module's: experiments/results/bench_dp.md).
 
 How it works, for a flax.linen model used through `apply_fn(params, x, rng)`:
 
@@ -24,8 +24,7 @@ How it works, for a flax.linen model used through `apply_fn(params, x, rng)`:
      delta_i * xhat_i and of delta_i, with xhat_i normalised again from a_i.
    - Any other site (LayerNorm, unusual Dense/Conv/GroupNorm configurations): the per-example
      gradient of that layer alone, vmap(vjp(layer)). Its parameters are few, but its forward
-     and backward run again (GroupNorm's rule above made an epoch of DP-SGD Fashion-MNIST CNNs
-     1.09x as fast as this: experiments/results/bench_ensemble.md).
+     and backward run again (why GroupNorm has its own rule above).
 4. w_i = mask_i * min(1, C / ||g_i||), and per site the clipped sum sum_i w_i g_i as
    a^T (w * delta) -- the weight-gradient matmul of an ordinary backward pass, done once.
    Total cost: about one forward plus one backward pass.
