@@ -43,12 +43,11 @@ from mia_jax.training import samplers
 from mia_jax.training.state import Batch, TrainState
 
 NOISE_STREAM = 0x5EED   # fold_in(step key, NOISE_STREAM): the privatiser's key
-
-
 FAULTS = ("", "no_noise", "no_clipping")
 
 
 def check_config(dp: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (one line: what is wrong, how to mend it) for a bad config.dp."""
   if dp.get("fault", "") not in FAULTS:
     raise ConfigError(f"unknown dp.fault {dp.fault!r}; choose one of {list(FAULTS)} ('' for a "
                       "correct DP-SGD; the others break it on purpose, for audit power checks)")
