@@ -95,7 +95,9 @@ def step_times(runs) -> tuple[dict, dict]:
 
 
 def summarise(runs: list[dict]) -> dict:
-  s = {}
+  s = {"failed_runs": [f"{r['case']} {r['side']} (repeat {r['repeat']}): {r['error']}"
+                       for r in runs if "error" in r]}
+  runs = [r for r in runs if "result" in r]
   for case in ("train_mlp", "train_cnn", "train_mlp_20"):
     if of_case(runs, case):
       s[case] = {name: paired(runs, case, *fns) for name, fns in TRAIN_FIGURES.items()}
@@ -183,7 +185,8 @@ def write_markdown(path: str, meta: dict, s: dict) -> None:
       f"`{meta['command']}`, {meta['date']}: {meta['runs_done']} of {meta['runs_planned']} runs "
       f"in {meta['bench_s']:.0f} s; load average (1 min) before each run "
       f"{fmt(meta['load'], digits=1)} on {os.cpu_count()} cores shared with other jobs; "
-      f"torch {meta['torch']} (2 threads), opacus {meta['opacus']}, jax {meta['jax']}; "
+      f"torch {meta['torch']} (2 threads and 1, OMP_WAIT_POLICY=PASSIVE), opacus "
+      f"{meta['opacus']}, jax {meta['jax']}; "
       f"mia_jax at {meta['commit']}; {meta['sizes']['models']} models, pool "
       f"{meta['sizes']['pool']}.", "",
       "Figures: median [min, max] over the interleaved repeats (each a fresh process; n in the "
@@ -221,6 +224,7 @@ def write_markdown(path: str, meta: dict, s: dict) -> None:
             f"shipped), CLI wall: {fmt(s['default_audit_wall_s'], digits=1)} s.", "",
             "## Issue 18's goals", "", "| goal | status | measured |", "|---|---|---|"]
   lines += [f"| {g} | {status} | {value} |" for g, status, value in goals(s)]
+  lines += ["", "Failed runs: " + "; ".join(s["failed_runs"])] if s["failed_runs"] else []
   notes = ""   # a '## Notes' section written by hand below the tables is kept
   if os.path.exists(path):
     with open(path) as f:
