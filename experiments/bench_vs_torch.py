@@ -16,9 +16,12 @@ mia_jax's Fashion-MNIST CNN (norm none). mia_jax through the CLI (`python -m mia
 results.json's stage and epoch seconds, and the wall time of the whole audit) and per step
 through its public API (the library's step jitted alone); PyTorch and Opacus (DP-SGD per step
 with hooks and ghost clipping, clip 1, noise multiplier 1, on the Purchase100 MLP and the CNN)
-in experiments/bench_vs_torch_baseline.py. Repeats interleaved, each run a fresh process; a
-figure is the median [min, max] over repeats, a ratio that of the per-repeat ratios; the load
-average recorded before every run.
+in experiments/bench_vs_torch_baseline.py, on 2 threads and on 1 (OpenMP waiting passively),
+each ratio against the faster. Repeats interleaved, each run a fresh process; a figure is the
+median [min, max] over repeats, a ratio that of the per-repeat ratios; the load average
+recorded before every run; the summary and issue 18's goals in bench_vs_torch_report.py. The
+DP-SGD model-step in the loop: the CLI's DP run (Poisson batches) against its plain run, per
+model-step after the first epoch.
 """
 
 import argparse
