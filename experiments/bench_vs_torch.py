@@ -79,22 +79,21 @@ def jax_model(kind: str):
 
 def jax_step(model, sample_x, dp: bool, batch_size: int):
   """(state, step): one model's state and its jitted train step(state, x, y, mask, key), the
-  library's own step (plain, or DP-SGD with fast clipping, clip 1, noise multiplier 1)."""
+  library's own step: training.train_step (softmax cross entropy, no augmentation), or
+  dp.make_step's DP-SGD (fast clipping, clip 1, noise multiplier 1) chained before Adam."""
   import jax
-  import ml_collections
   import optax
+  from mia_jax import training
   from mia_jax.training import dp as dp_lib
-  from mia_jax.training import from_config, steps
-  tx = optax.adam(1e-3)
-  plan = (dp_lib.DPPlan(noise_multiplier=1.0, expected_batch_size=float(batch_size),
-                        max_batch=batch_size, steps_per_epoch=1, steps=1, num_examples=batch_size,
-                        delta=1e-5, sampling="poisson", accountant="pld", clip_norm=1.0,
-                        clipping="fast") if dp else None)
-  cfg = ml_collections.ConfigDict({"label_smoothing": 0.0,
-                                   "augment": {"crop_padding": 0, "flip": False}})
-  step, tx = from_config.make_step(cfg, "lax", tx, plan)
-  state = steps.init_state(model, tx, jax.random.key(0), sample_x[:1])
-  one = lambda st, x, y, mask, key: step(st, steps.Batch(x, y, mask), key)
+  step, tx = training.train_step, optax.adam(1e-3)
+  if dp:
+    plan = dp_lib.DPPlan(noise_multiplier=1.0, expected_batch_size=float(batch_size),
+                         max_batch=batch_size, steps_per_epoch=1, steps=1,
+                         num_examples=batch_size, delta=1e-5, sampling="poisson",
+                         accountant="pld", clip_norm=1.0, clipping="fast")
+    step, tx = dp_lib.make_step(plan, training.softmax_cross_entropy, tx=tx)
+  state = training.init_state(model, tx, jax.random.key(0), sample_x[:1])
+  one = lambda st, x, y, mask, key: step(st, training.Batch(x, y, mask), key)
   return state, jax.jit(one, donate_argnums=0)
 # ===== end of the adapter ======================================================================
 
