@@ -38,6 +38,9 @@ class AttackData:
     keep: bool [M, N]; keep[m, i] = model m trained on example i.
     population_logits: optional float [M, P, Q, C] on examples in no model's training set.
     population_labels: optional int [P].
+    features: optional float [N, D] per pool example (e.g. flattened pixels or an embedding
+      of the input), for attacks that regress on the example (quantile_regression).
+    population_features: optional float [P, D], the same features of the population examples.
     num_references: references per example for the shadow-based attacks: None for every other
       model (counts truncated in exact designs), K for K // 2 IN and K // 2 OUT drawn per
       example (references.py).
@@ -48,6 +51,8 @@ class AttackData:
   keep: np.ndarray
   population_logits: Optional[np.ndarray] = None
   population_labels: Optional[np.ndarray] = None
+  features: Optional[np.ndarray] = None
+  population_features: Optional[np.ndarray] = None
   num_references: Optional[int] = None
   reference_seed: int = 0
   _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
@@ -79,6 +84,29 @@ class AttackData:
       if np.shape(self.population_labels) != (pshape[1],):
         raise ConfigError(f"population_labels must be [P]=[{pshape[1]}], got "
                           f"{np.shape(self.population_labels)}")
+    self._check_features()
+
+  def _check_features(self):
+    """features [N, D] and population_features [P, D]: both or neither, finite, with the
+    population's examples (the regression trains on them) and the same D."""
+    if self.features is None and self.population_features is None:
+      return
+    if self.features is None or self.population_features is None:
+      raise ConfigError("give both features [N, D] and population_features [P, D], or neither")
+    if self.population_logits is None:
+      raise ConfigError("population_features need population_logits and population_labels "
+                        "(the target's outputs on those examples)")
+    n, p = self.logits.shape[1], self.population_logits.shape[1]
+    fshape, pshape = np.shape(self.features), np.shape(self.population_features)
+    if len(fshape) != 2 or fshape[0] != n:
+      raise ConfigError(f"features must be [N, D]=[{n}, D], got {fshape}; flatten each "
+                        "example's features with x.reshape(len(x), -1)")
+    if len(pshape) != 2 or pshape != (p, fshape[1]):
+      raise ConfigError(f"population_features must be [P, D]=[{p}, {fshape[1]}], got {pshape}")
+    for name in ("features", "population_features"):
+      value = np.asarray(getattr(self, name))
+      if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
+        raise ConfigError(f"{name} must be finite numbers; replace NaN/inf before the attack")
 
   @property
   def num_models(self) -> int:

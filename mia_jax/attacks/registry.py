@@ -2,7 +2,7 @@
 
 Each registered attack is a loop over the targets around an array-level score function
 (lira.score_fit, rmia.score_ratios, the signal-to-score step of threshold.score,
-shokri.classify). A shadow-based attack takes its per-example references from
+shokri.classify, quantile.fit / quantile.score). A shadow-based attack takes its per-example references from
 references.for_target (so the IN/OUT composition it sees does not depend on the target's
 membership, and the shadow-scaling curve can rerun it with K references per example);
 tests/test_null.py runs every registered attack on a target without membership signal, so an
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mia_jax.attacks import lira, rmia, shokri, threshold
+from mia_jax.attacks import lira, quantile, rmia, shokri, threshold
 from mia_jax.attacks.base import AttackData, AttackFn, check_targets
 from mia_jax.errors import ConfigError
 
@@ -31,6 +31,7 @@ ATTACKS: dict[str, AttackFn] = {
     "lira_offline_logpdf": lira.lira_offline_logpdf,
     "rmia_online": rmia.rmia_online,
     "rmia_offline": rmia.rmia_offline,
+    "quantile_regression": quantile.quantile_regression,
 }
 
 

@@ -52,7 +52,8 @@ def shadow_subset(d: AttackData, target: int, shadows: Sequence[int]
   pick = lambda a: None if a is None else np.asarray(a)[chosen]
   sub = AttackData(logits=pick(d.logits), labels=d.labels, keep=pick(d.keep),
                    population_logits=pick(d.population_logits),
-                   population_labels=d.population_labels)
+                   population_labels=d.population_labels, features=d.features,
+                   population_features=d.population_features)
   return sub, int(np.searchsorted(chosen, target))
 
 

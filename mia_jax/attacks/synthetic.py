@@ -11,7 +11,11 @@ Logits, float32 [M, N, 1, C]: N(0, 1) with the true class boosted by
 keep for the shadows, and for the null target a row drawn independently of its keep row
 (its outputs look like those of a memorising model, for a membership that is not its own).
 Population examples (RMIA's z), float32 [M, P, 1, C]: OUT for every model, the true class
-boosted by 1 + their own difficulty. One numpy Generator of [seed, M] draws everything.
+boosted by 1 + their own difficulty. One numpy Generator of [seed, M] draws everything but
+the features: features [N, 3] and population_features [P, 3] (for quantile_regression), the
+example's difficulty + N(0, 0.1^2) noise and two noise columns, from a Generator of
+[seed, M, 1], so the outputs are the same with or without them. They predict how high an
+example's signal is, not whether it is a member.
 """
 
 import numpy as np
@@ -38,6 +42,20 @@ def null_data(num_models: int, seed: int, *, null: bool = True, num_examples: in
   z[:, np.arange(n), 0, labels] += 1.0 + difficulty + vulnerability * rows
   pop_labels = rng.integers(0, c, p)
   zp = rng.standard_normal((m, p, 1, c), dtype=np.float32)
-  zp[:, np.arange(p), 0, pop_labels] += 1.0 + rng.normal(size=p).astype(np.float32)
+  pop_difficulty = rng.normal(size=p).astype(np.float32)
+  zp[:, np.arange(p), 0, pop_labels] += 1.0 + pop_difficulty
+  features, pop_features = _features(difficulty, pop_difficulty,
+                                     np.random.default_rng([seed, m, 1]))
   return AttackData(logits=z, labels=labels, keep=keep, population_logits=zp,
-                    population_labels=pop_labels), target
+                    population_labels=pop_labels, features=features,
+                    population_features=pop_features), target
+
+
+def _features(difficulty: np.ndarray, pop_difficulty: np.ndarray, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """Features float32 [N, 3] and [P, 3]: the difficulty + N(0, 0.1^2), and two N(0, 1) columns
+  that carry nothing. They predict each example's signal, never its membership."""
+  def draw(d):
+    noise = rng.standard_normal((d.size, 3), dtype=np.float32)
+    return np.concatenate([d[:, None] + 0.1 * noise[:, :1], noise[:, 1:]], axis=1)
+  return draw(difficulty), draw(pop_difficulty)
