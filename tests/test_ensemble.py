@@ -257,7 +257,7 @@ def _epochs(name, conv, model, x, y, keep, active, *, epochs=2, batch_size=8, op
     if name == "loop":
       used.append(mapper.in_one_program(step, state, *pool, idx, mask))
     state, metrics = mapper.epoch(step, state, *pool, idx, mask, step_keys, active)
-  return (mapper.get(state), mapper.get(metrics)), used
+  return (mapper.get(state).replace(apply_fn=None, tx=None), mapper.get(metrics)), used
 
 
 @pytest.mark.slow

@@ -37,10 +37,8 @@ def resolve_strategy(cfg: ml_collections.ConfigDict, model: nn.Module, sample_x
 def make_sampler(cfg, keep, seed, dp_plan=None, difficulty=None):
   """The sampler of the config: DP-SGD's (Poisson, or uniform batches of the plan's size),
   curriculum or uniform batches; steps per epoch those of the whole ensemble (chunking-invariant)."""
-  if dp_plan is not None and dp_plan.sampling == "poisson":
-    return dp_lib.make_sampler(dp_plan, keep, seed)
   if dp_plan is not None:
-    return samplers.UniformSampler(keep, dp_plan.max_batch, seed)
+    return dp_lib.make_sampler(dp_plan, keep, seed)
   if cfg.get("curriculum") is not None and bool(cfg.curriculum.enabled):
     return samplers.CurriculumSampler(keep, int(cfg.batch_size), seed, difficulty,
                                       curriculum.schedule_for(cfg.curriculum, int(cfg.epochs)))
