@@ -327,6 +327,7 @@ def test_post_hoc_defense_config_errors(tmp_path, digits_audit):
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_analysis_stage_by_config(tmp_path, digits_audit):
   """analysis.enabled: the vulnerability / outlier analysis of the run's own scores, with
   reference models trained on the test split, written to WORKDIR/analysis and linked from
