@@ -20,8 +20,10 @@ def _keep(rng, m, n):
   return np.argsort(rng.random((m, n)), axis=0) < m // 2
 
 
-def _data(seed=0, m=M, n=N, leak=1.0, dtype=np.float64, population=0):
-  """Synthetic logits [m, n, Q, C]: the true class gets a boost, larger when IN."""
+def _data(seed=0, m=M, n=N, leak=1.0, dtype=np.float64, population=0, features=False):
+  """Synthetic logits [m, n, Q, C]: the true class gets a boost, larger when IN. With
+  `features` (needs a population), features [n, 2] / [population, 2]: the difficulty plus
+  noise, and a noise column, from a generator of their own (the logits stay the same)."""
   rng = np.random.default_rng(seed)
   labels = rng.integers(0, C, n)
   keep = _keep(rng, m, n)
@@ -36,10 +38,19 @@ def _data(seed=0, m=M, n=N, leak=1.0, dtype=np.float64, population=0):
   extra = {}
   if population:
     plab = rng.integers(0, C, population)
-    extra = {"population_logits": logits(plab, 1.0 + rng.normal(size=population)
-                                         + np.zeros((m, 1))),
+    pop_hard = rng.normal(size=population)
+    extra = {"population_logits": logits(plab, 1.0 + pop_hard + np.zeros((m, 1))),
              "population_labels": plab}
+    if features:
+      noise = np.random.default_rng([seed, 1])
+      draw = lambda d: np.stack([d + 0.1 * noise.normal(size=d.size),
+                                 noise.normal(size=d.size)], axis=1)
+      extra.update(features=draw(hard), population_features=draw(pop_hard))
   return attacks.AttackData(logits=z, labels=labels, keep=keep, **extra)
+
+
+# what an attack needs beyond the pool's outputs, by name
+NEEDS = {"quantile_regression": {"population": 400, "features": True}}
 
 
 def _phi64(z, y):
@@ -638,7 +649,7 @@ def test_register_declares_whether_an_attack_reads_shadows():
 
 @pytest.mark.parametrize("name", sorted(set(attacks.names()) - {"lira_offline_logpdf"}))
 def test_members_score_higher(name):
-  data = _data(seed=5, m=16, n=200, leak=3.0)
+  data = _data(seed=5, m=16, n=200, leak=3.0, **NEEDS.get(name, {}))
   scores = attacks.run(name, data, [0, 1])
   for row, t in enumerate([0, 1]):
     assert _auc(scores[row], data.keep[t]) > 0.8
@@ -647,12 +658,14 @@ def test_members_score_higher(name):
 @pytest.mark.parametrize("name", attacks.names())
 def test_target_is_never_its_own_shadow(name):
   # Flipping the target's own membership row must not change its scores.
-  data = _data(seed=6, population=15)
+  data = _data(seed=6, population=15, features=True)
   flipped = data.keep.copy()
   flipped[2] = ~flipped[2]
   other = attacks.AttackData(logits=data.logits, labels=data.labels, keep=flipped,
                              population_logits=data.population_logits,
-                             population_labels=data.population_labels)
+                             population_labels=data.population_labels,
+                             features=data.features,
+                             population_features=data.population_features)
   np.testing.assert_allclose(attacks.run(name, data, [2]), attacks.run(name, other, [2]),
                              rtol=1e-9)  # LiRA's running sums differ in the last bits
 

@@ -8,7 +8,8 @@ Data (mia_jax.attacks.synthetic.null_data, built once per (M, seed) and shared b
 M models in LiRA's exact design, N = 20,000 pool examples, one query, C = 10 classes, float32;
 the shadows memorise strongly (IN outputs well above OUT), 2,000 population examples (RMIA's
 z) are OUT for every model, and the null target's outputs are drawn independently of its keep
-row. The positive control is the same data with a target that memorises its own members.
+row. Pool and population carry features that predict each example's difficulty, never its
+membership (quantile_regression regresses on them). The positive control is the same data with a target that memorises its own members.
 
 The figure tested is the AUC against the target's keep row, averaged over two such data sets
 (seeds, each with its own target): one target of 20,000 examples has a standard error of about

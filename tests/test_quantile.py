@@ -147,3 +147,18 @@ def test_missing_or_wrong_features_are_one_line_config_errors():
   with pytest.raises(ConfigError, match="method"):
     quantile.fit(data.population_features, np.zeros(len(data.population_features)),
                  method="mlp")
+
+
+def test_input_features_project_on_the_population_only_and_append_the_label():
+  rng = np.random.default_rng(6)
+  pop_x, pool_x = rng.normal(size=(300, 4, 4)), rng.normal(size=(50, 4, 4))
+  pop_y, pool_y = rng.integers(0, 3, 300), rng.integers(0, 3, 50)
+  feats, pop_feats = quantile.input_features(pop_x, pop_y, pool_x, pool_y, 3, 5)
+  assert feats.shape == (50, 8) and pop_feats.shape == (300, 8)
+  np.testing.assert_array_equal(feats[:, 5:], np.eye(3)[pool_y])
+  flat = pop_x.reshape(300, -1)
+  centred = flat - flat.mean(0)
+  top = np.linalg.svd(centred, full_matrices=False)[2][:5]          # float64 PCA directly
+  np.testing.assert_allclose(np.abs(pop_feats[:, :5]), np.abs(centred @ top.T), atol=1e-8)
+  _, again = quantile.input_features(pop_x, pop_y, pool_x * 10, pool_y, 3, 5)
+  np.testing.assert_array_equal(again, pop_feats)                   # the pool shapes nothing

@@ -7,7 +7,7 @@ import doctest
 import numpy as np
 import pytest
 
-from mia_jax import stats
+from mia_jax import attacks, stats
 from mia_jax.attacks import risk
 from mia_jax.errors import ConfigError, DataError
 
@@ -108,14 +108,25 @@ def test_write_npz_and_csv_join_on_index(tmp_path):
     risk.write(str(tmp_path / "r.txt"), got)
 
 
-def test_ranked_is_by_lower_end_and_markdown_lists_it():
-  got = {"risk": np.array([0.9, 0.8, np.nan, 0.95]), "lo": np.array([0.7, 0.75, np.nan, 0.5]),
-         "hi": np.array([1.0, 0.9, np.nan, 1.0]), "n_in": np.array([4, 4, 0, 4]),
-         "n_out": np.array([4, 4, 8, 4])}
+def test_ranked_is_by_risk_then_separation_and_markdown_lists_it():
+  got = {"risk": np.array([0.9, 1.0, np.nan, 1.0]), "lo": np.array([0.7, 0.89, np.nan, 0.89]),
+         "hi": np.array([1.0, 1.0, np.nan, 1.0]), "separation": np.array([1.0, 2.0, np.nan, 3.0]),
+         "n_in": np.array([4, 4, 0, 4]), "n_out": np.array([4, 4, 8, 4])}
   rows = risk.ranked(got, 4)
-  assert [r["index"] for r in rows] == [1, 0, 3, 2]
+  assert [r["index"] for r in rows] == [3, 1, 0, 2]
   table = risk.markdown(rows[:2])
-  assert "| 1 | 1 | -1 | 0.800 | [0.750, 0.900] | 4 / 4 |" in table
+  assert "| 2 | 1 | -1 | 1.000 | [0.890, 1.000] | 2.00 | 4 / 4 |" in table
+
+
+def test_separation_is_the_standardised_mean_difference():
+  rng = np.random.default_rng(4)
+  keep = _exact_design(rng, 10, 6)
+  scores = rng.normal(size=(10, 6))
+  got = risk.per_example(scores, keep)["separation"]
+  for i in range(6):
+    a, b = scores[keep[:, i], i], scores[~keep[:, i], i]
+    want = (a.mean() - b.mean()) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    assert got[i] == pytest.approx(want, rel=1e-12)
 
 
 def test_bad_inputs_are_one_line_errors():
@@ -123,3 +134,22 @@ def test_bad_inputs_are_one_line_errors():
     risk.per_example(np.zeros((3, 4)), np.zeros((3, 4)))          # keep not bool
   with pytest.raises(DataError):
     risk.per_example(np.full((3, 4), np.nan), np.zeros((3, 4), bool))
+
+
+def test_leave_one_out_references_shift_lira_onlines_per_example_risk_below_chance():
+  """The trap the experiment names: with no membership anywhere, the raw signal's risk sits at
+  chance, but LiRA online's per-example risk falls below 0.5 (a target's references exclude
+  it, so its own class's fit moves away from its value); read per-example risk on scores
+  whose references do not change with the target."""
+  rng = np.random.default_rng(5)
+  m, n, c = 16, 3000, 5
+  labels, keep = rng.integers(0, c, n), _exact_design(rng, m, n)
+  z = rng.normal(size=(m, n, 1, c)).astype(np.float32)
+  z[:, np.arange(n), 0, labels] += 1.0 + rng.normal(size=n).astype(np.float32)
+  data = attacks.AttackData(logits=z, labels=labels, keep=keep)
+  signal = risk.per_example(data.target_signal("scaled_logit", range(m)).mean(-1), keep)
+  lira = risk.per_example(attacks.run("lira_online", data, range(m)), keep)
+  assert abs(np.mean(signal["risk"]) - 0.5) < 0.015        # sd of the mean about 0.003
+  covered = (signal["lo"] <= 0.5) & (0.5 <= signal["hi"])
+  assert 0.93 < covered.mean() < 0.99                      # 8 IN / 8 OUT: a little over 95%
+  assert np.mean(lira["risk"]) < 0.45

@@ -26,6 +26,8 @@ Array level: `fit(features [P, D], signal [P], alpha) -> QuantileModel`, then
 `score(model, features [N, D], signal [N]) -> [N]`. The registry's `quantile_regression`
 fits one model per target on the population's features (AttackData.population_features) and
 scores the pool (AttackData.features); it reads no other model than the target.
+`input_features` makes both feature arrays from raw inputs (pixels projected on the
+population's principal components, and the label one-hot).
 """
 
 import dataclasses
@@ -33,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy import special
-from sklearn import ensemble, model_selection
+from sklearn import decomposition, ensemble, model_selection
 from threadpoolctl import threadpool_limits
 
 from mia_jax.attacks.base import AttackData, check_targets
@@ -138,6 +140,22 @@ def score(model: QuantileModel, features: np.ndarray, signal: np.ndarray) -> np.
     return s - model.heads[0].predict(x)
   mu, sigma = _mean_sigma(model, x)
   return (s - mu) / sigma
+
+
+def input_features(population_x: np.ndarray, population_y: np.ndarray, pool_x: np.ndarray,
+                   pool_y: np.ndarray, num_classes: int, num_components: int = 64
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """(features [N, K + C], population_features [P, K + C]) from inputs [N, ...] / [P, ...]
+  and labels [N] / [P]: each input flattened and projected on the first K = num_components
+  principal components of the population's inputs (fitted on the population only, so no pool
+  example shapes it; the regression's cost grows with D), then the label one-hot (the
+  attacker knows it, and the signal's level differs by class)."""
+  flat = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)
+  k = min(num_components, flat(population_x).shape[1], len(population_x))
+  projection = decomposition.PCA(k, random_state=0).fit(flat(population_x))
+  features = lambda x, y: np.concatenate(
+      [projection.transform(flat(x)), np.eye(num_classes)[np.asarray(y)]], axis=1)
+  return features(pool_x, pool_y), features(population_x, population_y)
 
 
 def quantile_regression(data: AttackData, targets: Sequence[int], alpha: float = 0.01,

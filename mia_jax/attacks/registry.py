@@ -2,11 +2,11 @@
 
 Each registered attack is a loop over the targets around an array-level score function
 (lira.score_fit, rmia.score_ratios, the signal-to-score step of threshold.score,
-shokri.classify, quantile.fit / quantile.score). A shadow-based attack takes its per-example references from
-references.for_target (so the IN/OUT composition it sees does not depend on the target's
-membership, and the shadow-scaling curve can rerun it with K references per example);
-tests/test_null.py runs every registered attack on a target without membership signal, so an
-attack cannot be added without passing.
+shokri.classify, quantile.fit and quantile.score). A shadow-based attack takes its
+per-example references from references.for_target (so the IN/OUT composition it sees does
+not depend on the target's membership, and the shadow-scaling curve can rerun it with K
+references per example); tests/test_null.py runs every registered attack on a target
+without membership signal, so an attack cannot be added without passing.
 """
 
 import inspect

@@ -20,10 +20,18 @@ half) as a normal interval on the logit scale, as metrics.intervals.auc_interval
 target's examples, computed for all examples at once from ranks; at risk 0 or 1 (perfect
 separation, no variance to estimate) the Clopper-Pearson end of min(n_in, n_out) trials takes
 its place. Examples with n_in = 0 or n_out = 0 get NaN. The targets share shadows and a pool,
-so the interval reads this design's spread, not a population of pools.
+so the interval reads this design's spread, not a population of pools. With a few dozen
+targets DeLong's interval is narrow just below 1 (few pairs out of order, small placement
+variance) while risk 1 gets the Clopper-Pearson end: the lower ends of the two are not
+comparable, so the ranking reads the estimate, not the lower end.
+
+Many examples of a memorising model separate perfectly (risk 1). Among them `separation`,
+(mean IN score - mean OUT score) / sqrt((var IN + var OUT) / 2) over targets, orders by
+margin: the ranking's tie-break.
 
 `per_example` gives the arrays, `write` an .npz or .csv a researcher joins with their data
 on `index`, and `ranked` / `markdown` the most at-risk examples with their intervals.
+(analysis.vulnerability.example_leakage is the flag-rate form at one threshold.)
 """
 
 import csv
@@ -36,7 +44,7 @@ from scipy import stats as sstats
 from mia_jax import stats
 from mia_jax.errors import ConfigError, DataError
 
-COLUMNS = ("index", "label", "risk", "lo", "hi", "n_in", "n_out")
+COLUMNS = ("index", "label", "risk", "lo", "hi", "separation", "n_in", "n_out")
 
 
 def _check(scores, keep) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +84,8 @@ def per_example(scores: np.ndarray, keep: np.ndarray, confidence: float = 0.95
     confidence: the interval's level.
 
   Returns:
-    {"risk", "lo", "hi": float64 [N] (NaN where n_in or n_out is 0), "n_in", "n_out": int [N]}.
+    {"risk", "lo", "hi", "separation": float64 [N] (NaN where n_in or n_out is 0; separation
+    also where both variances are 0), "n_in", "n_out": int [N]}.
 
   Example:
     >>> scores = np.array([[3.0, 0.0], [2.0, 1.0], [1.0, 2.0], [0.0, 3.0]])   # [T=4, N=2]
@@ -95,7 +104,18 @@ def per_example(scores: np.ndarray, keep: np.ndarray, confidence: float = 0.95
            + _column_var(v_out, ~k, n_out, risk) / n_out)
   lo, hi = _interval(risk, var, np.minimum(n_in, n_out), confidence)
   nan = lambda a: np.where(both, a, np.nan)
-  return {"risk": nan(risk), "lo": nan(lo), "hi": nan(hi), "n_in": n_in, "n_out": n_out}
+  return {"risk": nan(risk), "lo": nan(lo), "hi": nan(hi),
+          "separation": nan(_separation(s, k, n_in, n_out)), "n_in": n_in, "n_out": n_out}
+
+
+def _separation(s: np.ndarray, k: np.ndarray, n_in: np.ndarray, n_out: np.ndarray
+                ) -> np.ndarray:
+  """(mean IN - mean OUT) / sqrt((var IN + var OUT) / 2) of each column [N] (ddof 1)."""
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_in = np.where(k, s, 0.0).sum(axis=0) / n_in
+    mean_out = np.where(k, 0.0, s).sum(axis=0) / n_out
+    pooled = (_column_var(s, k, n_in, mean_in) + _column_var(s, ~k, n_out, mean_out)) / 2
+    return (mean_in - mean_out) / np.sqrt(pooled)
 
 
 def _interval(risk: np.ndarray, var: np.ndarray, trials: np.ndarray,
@@ -147,12 +167,11 @@ def write(path: str, risk: Mapping[str, np.ndarray], labels: Optional[np.ndarray
 
 def ranked(risk: Mapping[str, np.ndarray], k: int = 10, labels: Optional[np.ndarray] = None,
            index: Optional[np.ndarray] = None) -> list[dict]:
-  """The k most at-risk examples: sorted by the interval's lower end (the examples surely at
-  risk first), then by risk; each {"index", "label", "risk", "lo", "hi", "n_in", "n_out"}.
-  NaN rows (no IN or no OUT target) come last."""
+  """The k most at-risk examples: sorted by risk, then by separation (module docstring);
+  each a dict of COLUMNS. NaN rows (no IN or no OUT target) come last."""
   table = _table(risk, labels, index)
-  lo = np.nan_to_num(table["lo"], nan=-1.0)
-  order = np.lexsort((-np.nan_to_num(table["risk"], nan=-1.0), -lo))[:k]
+  low = lambda a: np.nan_to_num(a, nan=-np.inf)
+  order = np.lexsort((-low(table["separation"]), -low(table["risk"])))[:k]
   return [{c: table[c][i].item() for c in COLUMNS} for i in order]
 
 
@@ -160,8 +179,9 @@ def markdown(rows: list[dict], confidence: float = 0.95) -> str:
   """A markdown table of `ranked`'s rows."""
   pct = f"{confidence:.0%}"
   lines = [f"| rank | index | label | risk (AUC IN vs OUT) | {pct} interval over targets | "
-           "IN / OUT targets |", "|---:|---:|---:|---:|---|---|"]
+           "separation | IN / OUT targets |", "|---:|---:|---:|---:|---|---:|---|"]
   for r, row in enumerate(rows, 1):
     lines.append(f"| {r} | {row['index']} | {row['label']} | {row['risk']:.3f} | "
-                 f"[{row['lo']:.3f}, {row['hi']:.3f}] | {row['n_in']} / {row['n_out']} |")
+                 f"[{row['lo']:.3f}, {row['hi']:.3f}] | {row['separation']:.2f} | "
+                 f"{row['n_in']} / {row['n_out']} |")
   return "\n".join(lines)
