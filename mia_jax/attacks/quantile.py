@@ -8,10 +8,12 @@ member when s(x) > q(x), so among non-members about alpha are flagged whatever t
 difficulty. The score is s(x) - q(x) (higher = member): thresholding it at 0 is the paper's
 rule at FPR alpha, and its ROC is the attack's curve (well calibrated only near alpha).
 
-Two methods, both scikit-learn's HistGradientBoostingRegressor (gradient-boosted trees: no
-feature scaling to choose, fast on tens of thousands of rows, deterministic for a seed; a small
-MLP would need tuning and a GPU-sized budget to beat it on tabular features). They run on one
-OpenMP thread: on shared cores sklearn's spinning threads stall (a fit 10 times slower).
+Two methods, both scikit-learn's HistGradientBoostingRegressor (gradient-boosted trees: the
+pinball loss built in, no feature scaling to choose, fast on tens of thousands of rows,
+deterministic for a seed; sklearn's MLPRegressor has only the squared loss, so a small MLP
+would need a quantile loss and tuning of its own). They run on one OpenMP thread: on shared
+cores sklearn's spinning OpenMP threads stall the fit. Figures on Fashion-MNIST:
+experiments/results/quantile_attack_fashion_mnist.md.
 
   "quantile"  one regressor with the pinball loss at 1 - alpha; score = s - q(x). The paper's
               estimator. Trees estimate a 99.9% quantile from the few population examples
