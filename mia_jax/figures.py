@@ -17,6 +17,11 @@ family (threshold attacks dotted, Shokri dash-dot, LiRA online solid, LiRA offli
 RMIA dash-dot-dot, anything else densely dotted) and the colour, a shade of the family's hue,
 the attack within it. Each figure is written to a temporary name and renamed, as report.py
 does for its files.
+
+Drawing cost is a decision here: every figure has fixed margins in inches (`_place`), so it is
+drawn once when saved (no tight_layout, no bbox_inches="tight": each is a further full layout
+and draw); a histogram is two filled step artists (np.histogram + Axes.stairs), not 40 bar
+patches. The times lie in experiments/results/profile_default_audit.md.
 """
 
 import math
@@ -85,9 +90,18 @@ def _pyplot():
 
 def _save(fig, path: str) -> None:
   plt = _pyplot()
-  report.atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png",
-                                                  bbox_inches="tight"))
+  report.atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
   plt.close(fig)
+
+
+def _place(fig, *, left: float, right: float, bottom: float, top: float, wspace: float = 0.0,
+           hspace: float = 0.0, rows: int = 1, cols: int = 1) -> None:
+  """Fixed margins and gaps between panels, all in inches, on a grid of rows x cols axes."""
+  width, height = fig.get_size_inches()
+  panel_w = (width - left - right - (cols - 1) * wspace) / cols
+  panel_h = (height - bottom - top - (rows - 1) * hspace) / rows
+  fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
+                      top=1 - top / height, wspace=wspace / panel_w, hspace=hspace / panel_h)
 
 
 def _auc_label(name: str, per_target, summary: Optional[Mapping]) -> str:
@@ -125,7 +139,8 @@ def roc(path: str, curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]
     n_mems = [1e4]
   floor = max(floors)
   grid = np.logspace(np.log10(floor), 0, 300)
-  fig, ax = plt.subplots(figsize=(9.5, 5.2))
+  fig, ax = plt.subplots(figsize=(10.5, 5.4))
+  _place(fig, left=0.75, right=3.3, bottom=0.6, top=0.45)
   look = styles(list(curves))
   labels = []
   for name, per_target in curves.items():
@@ -149,10 +164,10 @@ def roc(path: str, curves: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]
   ax.set(xscale="log", yscale="log", xlim=(lo_x, 1), ylim=(min(0.5 / min(n_mems), floor), 1),
          xlabel="false positive rate (log scale)", ylabel="true positive rate (log scale)",
          title="Membership inference ROC (thick: mean over targets; thin: single targets)")
+  ax.title.set_fontsize(10)
   ax.grid(alpha=0.25, which="both")
   ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
             title="attack, mean AUC [95% interval]", title_fontsize=7)
-  fig.tight_layout()
   _save(fig, path)
   return labels
 
@@ -192,7 +207,9 @@ def score_histograms(path: str, scores: Mapping[str, np.ndarray], is_member: np.
   plt = _pyplot()
   is_member = np.asarray(is_member, bool)
   rows = max(1, math.ceil(len(scores) / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows + 0.5), squeeze=False)
+  _place(fig, left=0.55, right=0.15, bottom=0.75, top=0.75, wspace=0.45, hspace=1.0,
+         rows=rows, cols=cols)
   xlabels = []
   for i, (ax, (name, s)) in enumerate(zip(axes.ravel(), scores.items())):
     s, transform = _display(np.asarray(s, np.float64))
@@ -204,10 +221,11 @@ def score_histograms(path: str, scores: Mapping[str, np.ndarray], is_member: np.
       lo, hi = lo - 0.5, hi + 0.5
     bins = np.linspace(lo, hi, 41)
     clipped = np.clip(s, lo, hi)
-    ax.hist(clipped[~is_member], bins=bins, density=True, alpha=0.55, color="#2f7fc1",
-            label="non-members")
-    ax.hist(clipped[is_member], bins=bins, density=True, alpha=0.55, color="#d6604d",
-            label="members")
+    for group, color, label in ((~is_member, "#2f7fc1", "non-members"),
+                                (is_member, "#d6604d", "members")):
+      if group.any():
+        density, _ = np.histogram(clipped[group], bins=bins, density=True)
+        ax.stairs(density, bins, fill=True, alpha=0.55, color=color, label=label)
     ax.set_title(name, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=7)
     if i % cols == 0:
@@ -219,8 +237,8 @@ def score_histograms(path: str, scores: Mapping[str, np.ndarray], is_member: np.
   axes.ravel()[0].legend(fontsize=7)
   fig.suptitle(f"Scores of target model {target}'s {int(is_member.sum())} members and "
                f"{int((~is_member).sum())} non-members (higher = more member-like; values "
-               "beyond the 0.5th/99.5th percentiles piled into the end bins)", fontsize=9)
-  fig.tight_layout()
+               "beyond the 0.5th/99.5th percentiles piled into the end bins)", fontsize=9,
+               y=1 - 0.2 / fig.get_size_inches()[1], va="top")
   _save(fig, path)
   return xlabels
 
@@ -238,7 +256,8 @@ def shadow_scaling(path: str, scaling: Mapping) -> str:
   plt = _pyplot()
   points = [p for ps in scaling["attacks"].values() for p in ps if "auc" in p]
   key = report.headline_fpr(points)
-  fig, (ax_tpr, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, (ax_tpr, ax_auc) = plt.subplots(1, 2, figsize=(13, 4.4))
+  _place(fig, left=0.7, right=2.1, bottom=0.6, top=0.5, wspace=1.05)
   look = styles(list(scaling["attacks"]))
   for name, ps in scaling["attacks"].items():
     ps = [p for p in ps if "auc" in p]
@@ -267,7 +286,6 @@ def shadow_scaling(path: str, scaling: Mapping) -> str:
   note = "" if key == "0.001" else f"; 0.1% FPR is not resolved by {n_non:.0f} non-members"
   fig.suptitle(f"Shadow scaling: line = mean over target(s) {scaling['targets']}, dots = each "
                f"target{note}", fontsize=9)
-  fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-  fig.tight_layout()
+  fig.legend(loc="center left", bbox_to_anchor=(1 - 2.0 / 13, 0.5), fontsize=7, frameon=False)
   _save(fig, path)
   return key

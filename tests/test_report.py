@@ -154,6 +154,15 @@ def test_score_histograms_label_what_the_score_is(tmp_path, monkeypatch):
   axes = cap.figs[0].axes
   assert [a.get_xlabel() for a in axes[:3]] == xlabels
   assert axes[0].get_ylabel() == "density"
+  for ax in axes[:3]:        # members and non-members, each a density over the drawn bins
+    steps = [p.get_data() for p in ax.patches]
+    assert len(steps) == 2
+    for values, edges, _ in steps:
+      np.testing.assert_allclose(np.sum(values * np.diff(edges)), 1.0, rtol=1e-9)
+  values, edges, _ = axes[0].patches[1].get_data()       # members of the loss panel
+  expect, _ = np.histogram(np.clip(scores["loss"][member], edges[0], edges[-1]), edges,
+                           density=True)
+  np.testing.assert_allclose(values, expect)
 
 
 def test_shadow_scaling_in_percent_with_the_legend_off_the_axes(tmp_path, monkeypatch):
