@@ -8,6 +8,14 @@ A config with a `logits` field (configs/attack_only.py) audits that file without
 Any config value can be overridden, e.g. --config.train.epochs=5. Resumes from the workdir's
 latest checkpoint by default. `--verbose` shows absl's log format and the libraries' INFO lines.
 
+Compiled programs are kept in jax's persistent compilation cache (`--compilation_cache=DIR`;
+default $XDG_CACHE_HOME/mia_jax/jax, i.e. ~/.cache/mia_jax/jax; `none` turns it off; a set
+JAX_COMPILATION_CACHE_DIR is left to jax): a later run of the same models in another process
+loads them instead of compiling. Every program is cached whatever its compile time, in a cache
+bounded to 2 GiB (least recently used evicted; it needs the filelock package). A cached
+program is the program compiled: models, logits and scores are the same with or without it.
+What it saves lies in experiments/results/profile_default_audit.md.
+
 Every mistake in what was given (the config file, a field, a value, a data file, the workdir)
 and every failure of the environment (a read-only or full disk) ends the run with one line on
 stderr, `error: ...`, saying what is wrong and how to mend it, and exit status 2; Ctrl-C ends it
@@ -29,7 +37,9 @@ if __name__ == "__main__":   # Ctrl-C while jax and the rest import has nothing 
   signal.signal(signal.SIGINT, _interrupted_early)
 
 import errno  # pylint: disable=wrong-import-position
+import importlib.util  # pylint: disable=wrong-import-position
 import logging as std_logging  # pylint: disable=wrong-import-position
+import os  # pylint: disable=wrong-import-position
 
 from absl import app  # pylint: disable=wrong-import-position
 from absl import flags  # pylint: disable=wrong-import-position
@@ -45,7 +55,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (python, 
 _VERBOSE = flags.DEFINE_bool("verbose", False, "absl's log format and the libraries' INFO lines "
                              "(jax's backend probes included; the accountant's warnings stay "
                              "out).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "Folder of jax's persistent compilation cache, reused by later "
+    "runs (default: $XDG_CACHE_HOME/mia_jax/jax, ~/.cache/mia_jax/jax; 'none': no cache).")
 flags.mark_flags_as_required(["config", "workdir"])
+CACHE_MAX_BYTES = 2 << 30
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -93,13 +107,53 @@ def environment_error(e: OSError, workdir: str) -> str | None:
           "command to resume")
 
 
+def compilation_cache_dir(flag_value: str | None) -> str | None:
+  """The cache folder --compilation_cache names (None: no cache, or JAX_COMPILATION_CACHE_DIR
+  set, which jax reads itself)."""
+  if flag_value is not None:
+    return None if flag_value.strip().lower() in ("", "none") else flag_value
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return None
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "mia_jax", "jax")
+
+
+def enable_compilation_cache(path: str | None) -> str:
+  """Points jax's persistent compilation cache at `path` before anything compiles, caching
+  every program; returns what the run's first line says of it.
+
+  The cache is bounded (CACHE_MAX_BYTES), and with a bound jax locks it with `filelock`, so
+  runs in parallel (pytest-xdist, several audits) never read an entry half written; without
+  filelock, or where the folder cannot be created or written, the cache stays off and the run
+  goes on as without one.
+  """
+  if path is None:
+    return ("compilation cache " + os.environ["JAX_COMPILATION_CACHE_DIR"]
+            if os.environ.get("JAX_COMPILATION_CACHE_DIR") else "no compilation cache")
+  if importlib.util.find_spec("filelock") is None:
+    return "no compilation cache (it needs the filelock package: pip install filelock)"
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError:
+    pass
+  if not os.access(path, os.W_OK | os.X_OK):
+    return f"no compilation cache ({path} is not writable)"
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)   # LRU, file-locked
+  return f"compilation cache {path}"
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}; give options as --name=value")
   signal.signal(signal.SIGINT, signal.default_int_handler)
   log = log_filter.install(verbose=_VERBOSE.value)
   try:
-    log(f"JAX {jax.__version__} on {jax.default_backend()}: {len(jax.devices())} device(s)")
+    cache = enable_compilation_cache(compilation_cache_dir(_COMPILATION_CACHE.value))
+    log(f"JAX {jax.__version__} on {jax.default_backend()}: {len(jax.devices())} device(s); "
+        f"{cache}")
     config = _CONFIG.value
     run = pipeline.run_attack_only if "logits" in config else pipeline.run
     run(config, _WORKDIR.value, log=log)

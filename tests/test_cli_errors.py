@@ -32,7 +32,7 @@ from conftest import ROOT, load_config
 QUICK = ["--config=configs/default.py:quick", "--config.model.hidden=(16,)"]
 
 
-_MAIN_FLAGS = ("config", "workdir", "verbose")
+_MAIN_FLAGS = ("config", "workdir", "verbose", "compilation_cache")
 
 
 def cli(args: list[str], capsys) -> tuple[int, str]:
@@ -475,3 +475,72 @@ def test_two_processes_one_workdir_and_ctrl_c(tmp_path):
   assert f"resumed from the checkpoint of epoch {saved}" in "".join(lines)
   assert lines[-1].startswith(f"epoch {saved + 1}/"), lines
   assert resumed.returncode == 130
+
+
+# --- the persistent compilation cache ----------------------------------------------------------
+
+def _main_module():
+  """mia_jax.main's module functions (its flags defined and put back as `cli` does)."""
+  saved = {n: flags.FLAGS[n] for n in _MAIN_FLAGS if n in flags.FLAGS}
+  for name in saved:
+    delattr(flags.FLAGS, name)
+  sys.modules.pop("mia_jax.main", None)
+  module = importlib.import_module("mia_jax.main")
+  for name in list(flags.FLAGS):
+    if name in _MAIN_FLAGS:
+      delattr(flags.FLAGS, name)
+  for name, flag in saved.items():
+    flags.FLAGS[name] = flag
+  sys.modules.pop("mia_jax.main", None)
+  return module
+
+
+def test_compilation_cache_folder_by_flag_and_environment(tmp_path, monkeypatch):
+  mia_main = _main_module()
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  assert mia_main.compilation_cache_dir(None) == str(tmp_path / "mia_jax" / "jax")
+  monkeypatch.delenv("XDG_CACHE_HOME")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert mia_main.compilation_cache_dir(None) == str(tmp_path / "home/.cache/mia_jax/jax")
+  assert mia_main.compilation_cache_dir("/x/y") == "/x/y"
+  assert mia_main.compilation_cache_dir("none") is None and mia_main.compilation_cache_dir("") \
+      is None
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "theirs"))
+  assert mia_main.compilation_cache_dir(None) is None               # jax reads it itself
+  assert mia_main.enable_compilation_cache(None).endswith("theirs")
+  (tmp_path / "a_file").write_text("")
+  said = mia_main.enable_compilation_cache(str(tmp_path / "a_file" / "cache"))
+  assert said.startswith("no compilation cache") and "not writable" in said
+
+
+_CACHED_STEP = """
+import sys
+from jax._src import monitoring
+import jax, jax.numpy as jnp, numpy as np
+import mia_jax.main as mia_main
+hits = []
+monitoring.register_event_listener(
+    lambda e, **k: hits.append(e) if e == "/jax/compilation_cache/cache_hits" else None)
+print(mia_main.enable_compilation_cache(sys.argv[1]), file=sys.stderr)
+x = jnp.asarray(np.random.default_rng(0).normal(size=(64, 32)), jnp.float32)
+step = jax.jit(lambda w: w - 0.1 * jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w) ** 2))(w))
+w = step(step(jnp.ones((32, 8), jnp.float32)))
+print(len(hits), np.asarray(w).tobytes().hex())
+"""
+
+
+def test_a_cached_program_is_reused_by_another_process_with_the_same_result(tmp_path):
+  """The second process loads the first's compiled step from the cache (a cache hit, nothing
+  compiled afresh) and computes the same bits."""
+  cache = tmp_path / "cache"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  runs = [subprocess.run([sys.executable, "-c", _CACHED_STEP, str(cache)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120) for _ in range(2)]
+  (hits_first, bits_first), (hits_second, bits_second) = (r.stdout.split() for r in runs)
+  assert runs[0].returncode == 0 and f"compilation cache {cache}" in runs[0].stderr, runs[0]
+  assert "warning" not in runs[1].stderr.lower(), runs[1].stderr
+  assert int(hits_first) == 0 and int(hits_second) >= 1
+  assert bits_first == bits_second
+  assert any(cache.iterdir())
