@@ -101,7 +101,7 @@ def _figures(workdir, curves, summaries, scores, keep_rows, targets, scaling) ->
 
 
 def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.ConfigDict,
-                      workdir: str, header: Mapping, t_start: float,
+                      workdir: str, header: Mapping, clock: report.StageClock,
                       log: Callable[[str], None] = print,
                       analyse: Callable[[attacks.AttackData, Mapping], dict] | None = None
                       ) -> dict:
@@ -114,8 +114,9 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
       is recorded.
     workdir: the output folder (it exists).
     header: results entries from the earlier stages: "source", "dataset", "models" (extra
-      entries such as epochs_run) and "timing" (their seconds).
-    t_start: time.perf_counter() at the start of the run.
+      entries such as epochs_run) and "timing" (entries beside the stages' seconds).
+    clock: the run's StageClock, its earlier stages lapped; this stage laps defense_s (when
+      a defense is on), attack_s, shadow_scaling_s, figures_s and analysis_s (when given).
     log: takes progress lines.
     analyse: (attacked outputs, {attack: scores [T, N]}) -> the analysis' summary for
       results.json "analysis"; None: no analysis.
@@ -124,25 +125,23 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
     The results also written to results.json (see README, "What lands in the workdir").
   """
   targets = attack_targets(int(config.attack.num_targets), attack_data.num_models)
-  t_defense = time.perf_counter()
   attack_data, defense = _defend(attack_data, config, log)
-  t_attack = time.perf_counter()
+  clock.lap("defense" if defense else "attack")
   summaries, curves, all_scores = run_attacks(attack_data, config, targets, log)
   privacy = canary_audit.run(attack_data, config, header, targets, all_scores, log)
-  t_scaling = time.perf_counter()
+  clock.lap("attack")
   scaling = _shadow_scaling(attack_data, config, targets, log)
-  t_figures = time.perf_counter()
+  clock.lap("shadow_scaling")
   log("figures and report ...")
   _figures(workdir, curves, summaries, all_scores, np.asarray(attack_data.keep)[targets],
            targets, scaling)
-  t_analysis = time.perf_counter()
+  figures_s = clock.lap("figures")
   analysis = analyse(attack_data, all_scores if len(targets) == attack_data.num_models
                      else {}) if analyse is not None else None
+  if analysis:
+    clock.lap("analysis")
   models_info = _models_info(header, attack_data)
-  timing = dict(header["timing"], **({"defense_s": t_attack - t_defense} if defense else {}),
-                attack_s=t_scaling - t_attack, shadow_scaling_s=t_figures - t_scaling,
-                figures_s=t_analysis - t_figures,
-                **({"analysis_s": time.perf_counter() - t_analysis} if analysis else {}))
+  timing = dict(header["timing"])
   results = {
       "source": header["source"], "num_models": attack_data.num_models, "targets": targets,
       "dataset": header["dataset"], "models": models_info,
@@ -152,9 +151,9 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
       **({"analysis": analysis} if analysis else {}),
       "timing": timing, "config": json.loads(json.dumps(config.to_dict(), default=str)),
   }
-  timing["total_s"] = time.perf_counter() - t_start
+  timing.update(clock.timing())
   report.write(workdir, results)
-  _closing_lines(results, workdir, t_figures, log)
+  _closing_lines(results, workdir, figures_s, clock, log)
   return results
 
 
@@ -175,9 +174,11 @@ def _models_info(header: Mapping, attack_data: attacks.AttackData) -> dict:
   return models_info
 
 
-def _closing_lines(results: dict, workdir: str, t_figures: float, log) -> None:
+def _closing_lines(results: dict, workdir: str, figures_s: float, clock: report.StageClock,
+                   log) -> None:
   models_info, timing = results["models"], results["timing"]
-  log(f"figures and report: done in {time.perf_counter() - t_figures:.1f}s")
+  log(f"figures and report: done in {figures_s + clock.lap('report'):.1f}s")
+  log(f"seconds by stage: {report.timing_text(clock.timing())}")
   test_acc = models_info["test_accuracy"]
   log(f"test accuracy {models_info['mean_test_accuracy']:.4f} mean over the {len(test_acc)} "
       f"models (range {min(test_acc):.4f}-{max(test_acc):.4f}); report in "

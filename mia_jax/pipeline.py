@@ -98,7 +98,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
   a disk-space check for the checkpoints and logits: workdir.claim), and the lock is held until
   the run ends.
   """
-  t_start = time.perf_counter()
+  clock = report.StageClock()
   validation.validate(config)
   workdir_lib.inspect(workdir, "train")
   ds, canaries, model, keep = load_inputs(config)
@@ -108,7 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], No
                             needed_bytes=validation.bytes_needed(config, model, ds, num_queries),
                             process_index=jax.process_index())
   try:
-    return _train_and_audit(config, workdir, ds, canaries, model, keep, t_start, log)
+    return _train_and_audit(config, workdir, ds, canaries, model, keep, clock, log)
   finally:
     claim.release()
 
@@ -191,9 +191,9 @@ def privacy_header(config: ml_collections.ConfigDict, dp_plan, epsilon: float) -
       "fault": dp_plan.fault, "private": not dp_plan.fault}
 
 
-def _training_header(config, ds, result, num_queries, times, canaries) -> dict:
-  """The results entries of a training run's earlier stages (attack_and_report's header)."""
-  t_start, t_claimed, t_data, t_train, t_infer = times
+def _training_header(config, ds, result, num_queries, canaries) -> dict:
+  """The results entries of a training run's earlier stages (attack_and_report's header; the
+  run's StageClock holds their seconds)."""
   return {
       "source": {"mode": "train"},
       "dataset": {"name": ds.name, "pool_size": int(len(ds.pool_y)),
@@ -203,40 +203,36 @@ def _training_header(config, ds, result, num_queries, times, canaries) -> dict:
                                                     ds.pool_x.ndim - 1)},
       "models": {"epochs_run": result.epochs_run, "strategy": result.strategy,
                  "history": result.history},
-      "timing": {"data_s": t_claimed - t_start,
-                 **({"dp_calibration_s": t_data - t_claimed} if config.dp.enabled else {}),
-                 "train_s": t_train - t_data,
-                 "inference_s": t_infer - t_train, "resumed_from_epoch": result.resumed_from},
+      "timing": {"resumed_from_epoch": result.resumed_from},
       "canaries": canaries.tolist(),
   }
 
 
 def _train_and_audit(config: ml_collections.ConfigDict, workdir: str, ds: data.Dataset,
-                     canaries: np.ndarray, model, keep: np.ndarray, t_start: float,
-                     log: Callable[[str], None]) -> dict:
+                     canaries: np.ndarray, model, keep: np.ndarray,
+                     clock: report.StageClock, log: Callable[[str], None]) -> dict:
   """run's stages once the workdir is claimed: DP calibration, training, inference, audit,
   and the analysis when analysis.enabled."""
   log(f"data {ds.name}: pool {len(ds.pool_y)}, val {len(ds.val_y)}, test {len(ds.test_y)}, "
       f"{ds.num_classes} classes, input {ds.input_shape}; {keep.shape[0]} models, "
       f"{int(keep.sum(1).mean())} training examples each")
-  t_claimed = time.perf_counter()
+  clock.lap("data")
   dp_plan, epsilon = plan_dp(config, keep, log)
   np.save(os.path.join(workdir, "keep.npy"), keep)
-  t_data = time.perf_counter()
+  clock.lap("dp_calibration" if dp_plan is not None else "data")
   result = train_models(config, model, ds, keep, os.path.join(workdir, "checkpoints"), dp_plan,
                         log)
-  t_train = time.perf_counter()
+  clock.lap("train")
   if dp_plan is not None:
     log(f"DP-SGD: epsilon {epsilon:.3f} ({dp_plan.accountant.upper()}) at delta "
         f"{dp_plan.delta:.2e} for the {dp_plan.steps} planned steps of each model")
   logits, test_logits = query_models(config, model, result.state, (ds.pool_x, ds.test_x), log)
   report.save_npz_atomic(os.path.join(workdir, "logits.npz"), logits=logits, labels=ds.pool_y,
                          keep=keep, population_logits=test_logits, population_labels=ds.test_y)
-  t_infer = time.perf_counter()
+  clock.lap("inference")
   attack_data = attacks.AttackData(logits=logits, labels=ds.pool_y, keep=keep,
                                    population_logits=test_logits, population_labels=ds.test_y)
-  header = _training_header(config, ds, result, logits.shape[2],
-                            (t_start, t_claimed, t_data, t_train, t_infer), canaries)
+  header = _training_header(config, ds, result, logits.shape[2], canaries)
   if dp_plan is not None:
     header["privacy"] = privacy_header(config, dp_plan, epsilon)
   analyse = None
@@ -249,7 +245,7 @@ def _train_and_audit(config: ml_collections.ConfigDict, workdir: str, ds: data.D
                                    include, scores, log)
       return analysis_stage.summary(res, "analysis/analysis.md")
 
-  return attack_and_report(attack_data, config, workdir, header, t_start, log, analyse=analyse)
+  return attack_and_report(attack_data, config, workdir, header, clock, log, analyse=analyse)
 
 
 def _check_targets_of_file(path: str, attack_data: attacks.AttackData, num_targets: int) -> None:
@@ -270,7 +266,7 @@ def run_attack_only(config: ml_collections.ConfigDict, workdir: str,
   The file and the config are checked before the workdir is created or touched; the outputs
   are those of `run` without checkpoints, keep.npy and logits.npz.
   """
-  t_start = time.perf_counter()
+  clock = report.StageClock()
   path = str(config.get("logits", "") or "")
   if not path:
     raise ConfigError("attack-only mode needs the logits file: pass --config.logits=FILE.npz")
@@ -294,9 +290,10 @@ def run_attack_only(config: ml_collections.ConfigDict, workdir: str,
                   "test_size": 0 if pop is None else int(len(pop)), "num_classes": c,
                   "num_queries": q},
       "models": {},
-      "timing": {"load_s": time.perf_counter() - t_start},
+      "timing": {},
   }
+  clock.lap("load")
   try:
-    return attack_and_report(attack_data, config, workdir, header, t_start, log)
+    return attack_and_report(attack_data, config, workdir, header, clock, log)
   finally:
     claim.release()

@@ -1,6 +1,7 @@
 """report.md and the figures: the n/a rule, intervals that hold their estimates, what is drawn."""
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -184,3 +185,28 @@ def test_shadow_scaling_in_percent_with_the_legend_off_the_axes(tmp_path, monkey
   fig.canvas.draw()
   legend = fig.legends[0].get_window_extent()
   assert legend.x0 >= max(ax.get_window_extent().x1 for ax in fig.axes)
+
+
+def _busy(seconds: float) -> None:
+  end = time.process_time() + seconds
+  while time.process_time() < end:
+    pass
+
+
+def test_stage_clock_laps_add_up_to_the_total_and_cpu_counts_work_not_waiting():
+  clock = report.StageClock()
+  _busy(0.05)
+  clock.lap("work")
+  time.sleep(0.1)
+  clock.lap("wait")
+  _busy(0.05)
+  clock.lap("work")                                      # a second lap of the same stage
+  t = clock.timing()
+  assert [k for k in t if k.endswith("_s")] == ["work_s", "wait_s", "total_s"]
+  assert t["work_s"] + t["wait_s"] <= t["total_s"] < t["work_s"] + t["wait_s"] + 0.05
+  assert t["cpu"]["work_s"] >= 0.1 - 1e-3                # both laps of busy work
+  assert t["cpu"]["wait_s"] < 0.5 * t["wait_s"] and t["wait_s"] >= 0.1
+  assert t["cpu"]["startup_s"] > 0                      # this process' CPU before the clock
+  text = report.timing_text(t)
+  assert text.startswith(f"work {t['work_s']:.1f}s (CPU {t['cpu']['work_s']:.1f}s), wait ")
+  assert "before the run" in text
