@@ -257,7 +257,7 @@ def shadow_scaling(path: str, scaling: Mapping) -> str:
   points = [p for ps in scaling["attacks"].values() for p in ps if "auc" in p]
   key = report.headline_fpr(points)
   fig, (ax_tpr, ax_auc) = plt.subplots(1, 2, figsize=(13, 4.4))
-  _place(fig, left=0.7, right=2.1, bottom=0.6, top=0.5, wspace=1.05)
+  _place(fig, left=0.7, right=2.1, bottom=0.6, top=0.5, wspace=1.25)
   look = styles(list(scaling["attacks"]))
   for name, ps in scaling["attacks"].items():
     ps = [p for p in ps if "auc" in p]
@@ -267,10 +267,10 @@ def shadow_scaling(path: str, scaling: Mapping) -> str:
     for ax, value in ((ax_tpr, lambda p: p["tpr_at_fpr"][key]), (ax_auc, lambda p: p["auc"])):
       ax.plot(x, [100 * value(p)["mean"] for p in ps], marker="o", ms=4, lw=1.8,
               label=name if ax is ax_tpr else None, **look[name])
-      for p, xi in zip(ps, x):
-        each = value(p).get("per_target", [])
-        ax.scatter(np.full(len(each), xi), 100 * np.asarray(each), s=9, alpha=0.35,
-                   color=look[name]["color"], linewidths=0)
+      each = [value(p).get("per_target", []) for p in ps]       # one artist for all dots
+      ax.scatter(np.repeat(x, [len(e) for e in each]),
+                 100 * np.asarray([v for e in each for v in e], float), s=9, alpha=0.35,
+                 color=look[name]["color"], linewidths=0)
   n_non = np.mean([p["num_nonmembers"] for p in points]) if points else 0
   tpr_label = f"TPR at {report.alpha_text(key)} FPR (%)"
   for ax, label in ((ax_tpr, tpr_label), (ax_auc, "AUC (%)")):

@@ -182,6 +182,9 @@ def test_shadow_scaling_in_percent_with_the_legend_off_the_axes(tmp_path, monkey
   line = ax_auc.get_lines()[0]
   np.testing.assert_allclose(line.get_ydata(), [100 * p["auc"]["mean"] for p in points])
   assert ax_tpr.get_ylabel() == "TPR at 0.1% FPR (%)"
+  dots = np.asarray(ax_auc.collections[0].get_offsets())           # each target's AUC, per K
+  expect = [(p["num_shadows"], 100 * v) for p in points for v in p["auc"]["per_target"]]
+  np.testing.assert_allclose(dots, expect)
   fig.canvas.draw()
   legend = fig.legends[0].get_window_extent()
   assert legend.x0 >= max(ax.get_window_extent().x1 for ax in fig.axes)
