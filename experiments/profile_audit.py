@@ -27,8 +27,10 @@ import mia_jax.main as mia_main  # pylint: disable=g-import-not-at-top,wrong-imp
 
 _IMPORT_WALL, _IMPORT_CPU = time.perf_counter() - _T0_WALL, time.process_time() - _T0_CPU
 
-from mia_jax import attack_stage, attacks, figures, pipeline, report  # noqa: E402,E501 pylint: disable=g-import-not-at-top,wrong-import-position
-from mia_jax.privacy import canary_audit  # noqa: E402 pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from mia_jax import attack_stage, attacks, figures, pipeline, report  # noqa: E402
+from mia_jax.privacy import canary_audit  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 class Recorder:
