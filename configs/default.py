@@ -6,6 +6,9 @@ Nothing to download. What it reaches (measured on the project's 2-core CPU, 2026
 shared with other jobs at load average 1.5): test accuracy 97.3% (94.97-98.16% across the 16
 models; train 100%), 22 s wall: 5 s process start, 9 s training (a checkpoint after the last
 epoch), 1 s inference, 8 s attacks, shadow-scaling curve, figures and report (37 s at load 6).
+A rerun of the same models loads its compiled programs from jax's compilation cache (main.py's
+--compilation_cache): each stage's CPU seconds, cold and warm, before and after the figures
+were drawn once each, in experiments/results/profile_default_audit.md.
 
 Override any field: --config.train.epochs=5 --config.membership.num_models=32
 Small quick run:    --config=configs/default.py:quick  (4 models on a 200-example pool, 10
