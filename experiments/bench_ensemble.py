@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -275,7 +276,8 @@ def main(argv=None):
   results = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
              "jax": jax.__version__, "backend": jax.default_backend(),
              "devices": jax.device_count(), "load": f"{os.getloadavg()[0]:.1f}",
-             "command": "python -m experiments.bench_ensemble " + " ".join(argv or [])}
+             "command": " ".join(["python -m experiments.bench_ensemble"]
+                                 + list(sys.argv[1:] if argv is None else argv))}
   sizes = {"mlp": (16, 2048), "cnn": (16, 512), "dp": (4, 512)}
   for name in ("mlp", "cnn", "dp"):
     if name in sections:
