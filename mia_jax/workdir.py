@@ -2,7 +2,7 @@
 
 The record, run_config.json, is the first thing a run writes into its workdir:
 
-  {"mia_jax_workdir": 2, "kind": "train" | "attack_only", "fingerprint": {...}}
+  {"mia_jax_workdir": 3, "kind": "train" | "attack_only", "fingerprint": {...}}
 
 A training run's fingerprint is the config blocks that decide the trained models
 (TRAINING_BLOCKS, and audit.num_canaries, which changes the data) plus a digest of the data's
@@ -41,7 +41,7 @@ from mia_jax.errors import WorkdirError
 
 RECORD = "run_config.json"
 LOCK = ".lock"
-VERSION = 2
+VERSION = 3   # 3: checkpoints hold training.TrainState (its step; DP: the privatiser's count)
 KINDS = ("train", "attack_only")
 # Config blocks that decide the trained models; a workdir's checkpoints belong to these values.
 TRAINING_BLOCKS = ("seed", "data", "model", "membership", "train", "dp")
