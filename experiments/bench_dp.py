@@ -1,7 +1,7 @@
 """Time and memory of one training step: plain vs DP-SGD (reference and fast clipping), on CPU.
 
-Run: python experiments/bench_dp.py            (all cases, each variant in its own subprocess)
-     python experiments/bench_dp.py --reps 10  (fewer rounds)
+Run: python -m experiments.bench_dp            (all cases, each variant in its own subprocess)
+     python -m experiments.bench_dp --reps 10  (fewer rounds)
 Writes experiments/results/bench_dp.md and experiments/results/bench_dp.json; the ratios of the
 previous bench_dp.json stand beside the new ones, and the markdown's section "Kept across
 reruns" is carried over.
@@ -32,12 +32,10 @@ import numpy as np
 import optax
 from scipy import stats
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from mia_jax import privacy  # pylint: disable=wrong-import-position
-from mia_jax.models.cnn import CNN  # pylint: disable=wrong-import-position
-from mia_jax.models.mlp import MLP, PURCHASE_HIDDEN  # pylint: disable=wrong-import-position
-from mia_jax.training import losses  # pylint: disable=wrong-import-position
+from mia_jax import privacy
+from mia_jax.models.cnn import CNN
+from mia_jax.models.mlp import MLP, PURCHASE_HIDDEN
+from mia_jax.training import losses
 
 CASES = {
     "mlp": [("plain", {}), ("dp_fast", {}), ("dp_reference", {"microbatch_size": 32})],
@@ -265,8 +263,9 @@ def write_results(results, path_md, path_json):
 
 
 def _sub(*args):
-  cmd = [sys.executable, os.path.abspath(__file__), *args]
-  out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+  cmd = [sys.executable, "-m", "experiments.bench_dp", *args]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -283,7 +282,7 @@ def main():
     print(json.dumps(measure_time(args.time, args.reps)))
     return
   results = {"machine": f"{os.cpu_count()} CPU cores, jax {jax.__version__}",
-             "command": " ".join(["python experiments/bench_dp.py"] + sys.argv[1:]),
+             "command": " ".join(["python -m experiments.bench_dp"] + sys.argv[1:]),
              "reps": args.reps, "time": {}, "memory": []}
   for case in CASES:
     for variant, opts in CASES[case]:

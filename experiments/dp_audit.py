@@ -1,6 +1,6 @@
 r"""The canary audit's power check on Fashion-MNIST: correct DP-SGD, broken DP-SGD, no DP.
 
-  python experiments/dp_audit.py --workdir=/tmp/mia_runs/dp_audit \
+  python -m experiments.dp_audit --workdir=/tmp/mia_runs/dp_audit \
       --out=experiments/results/dp_audit_fashion_mnist
 
 Trains configs/fashion_mnist_dp.py (4 MLPs, 1,000 mislabelled canaries, delta 1e-5) as:
@@ -32,8 +32,7 @@ import time
 import numpy as np
 from jax_privacy import auditing as jp_auditing
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# pylint: disable=wrong-import-position,protected-access
+# pylint: disable=protected-access
 from mia_jax import attacks, config_lib, data, inference, log_filter, models, pipeline
 from mia_jax.data import canaries as canaries_lib
 from mia_jax.privacy import auditing
@@ -270,7 +269,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   log = log_filter.install()
   names = [n for n in args.variants.split(",") if n]
-  res = {"command": "python experiments/dp_audit.py " + " ".join(argv or sys.argv[1:]),
+  res = {"command": "python -m experiments.dp_audit " + " ".join(argv or sys.argv[1:]),
          "workdir": args.workdir, "variants": [], "checks": []}
   for name in names:
     res["variants"].append(run_variant(name, args.workdir, log))
