@@ -192,6 +192,8 @@ def plan(args) -> list[tuple]:
     if args.long and r == 0:
       cases.append(("train_mlp_20", train_pair("mlp", 20)))
     for case, sides in cases:
+      if args.cases and case not in args.cases.split(","):
+        continue
       for side, thunk in (sides if r % 2 == 0 else sides[::-1]):
         runs.append((r, case, side, thunk))
   return runs
@@ -216,6 +218,7 @@ def main() -> None:
   p.add_argument("--log", default="/tmp/bench_vs_torch.log", help="the runs' output")
   p.add_argument("--out", default=OUT)
   p.add_argument("--tree", default=ROOT, help="the mia_jax source tree to time")
+  p.add_argument("--cases", default="", help="only these cases, e.g. train_mlp_20 (with --long)")
   p.add_argument("--worker", default="", help="jax_steps: this script's worker process")
   p.add_argument("--result", default="")
   p.add_argument("--steps", type=int, default=10, help="timed steps per step case")
