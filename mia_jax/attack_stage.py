@@ -132,6 +132,7 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
   clock.lap("attack")
   scaling = _shadow_scaling(attack_data, config, targets, log)
   clock.lap("shadow_scaling")
+  risk = per_example_risk(attack_data, targets, workdir)
   log("figures and report ...")
   _figures(workdir, curves, summaries, all_scores, np.asarray(attack_data.keep)[targets],
            targets, scaling)
@@ -149,12 +150,45 @@ def attack_and_report(attack_data: attacks.AttackData, config: ml_collections.Co
       "attacks": summaries, "shadow_scaling": scaling,
       **({"privacy": privacy} if privacy else {}),
       **({"analysis": analysis} if analysis else {}),
+      **({"risk": risk} if risk else {}),
       "timing": timing, "config": json.loads(json.dumps(config.to_dict(), default=str)),
   }
   timing.update(clock.timing())
   report.write(workdir, results)
   _closing_lines(results, workdir, figures_s, clock, log)
   return results
+
+
+RISK_MIN_TARGETS = 4     # below this an example has too few IN / OUT targets for an interval
+
+
+def per_example_risk(attack_data: attacks.AttackData, targets: list[int], workdir: str,
+                     top: int = 10) -> dict | None:
+  """Each pool example's risk over the targets (attacks.risk.per_example: the AUC of its IN
+  targets' scores against its OUT targets', with its interval over targets), written to
+  WORKDIR/risk.csv; returns results.json "risk" (counts and the `top` examples), or None with
+  fewer than RISK_MIN_TARGETS targets.
+
+  The score is each target's own scaled logit (mean over queries), not a shadow-based
+  attack's: LiRA's references leave the target out, which by itself ranks an example's IN
+  targets a little below its OUT ones where the model does not memorise it, so a risk below
+  0.5 would not mean what it says (attacks/risk.py's tests show it).
+  """
+  if len(targets) < RISK_MIN_TARGETS:
+    return None
+  scores = attack_data.target_signal("scaled_logit", targets).mean(-1)
+  risk = attacks.risk.per_example(scores, np.asarray(attack_data.keep)[targets])
+  attacks.risk.write(os.path.join(workdir, "risk.csv"), risk, labels=attack_data.labels)
+  rated = np.isfinite(risk["risk"])
+  top_rows = [{k: (v if not isinstance(v, float) or np.isfinite(v) else None)
+               for k, v in row.items()}
+              for row in attacks.risk.ranked(risk, top, labels=attack_data.labels)]
+  return {"score": "scaled_logit", "file": "risk.csv", "targets": len(targets),
+          "examples": int(rated.sum()),
+          "above_chance": int(np.sum(risk["lo"][rated] > 0.5)),
+          "below_chance": int(np.sum(risk["hi"][rated] < 0.5)),
+          "median": float(np.median(risk["risk"][rated])) if rated.any() else None,
+          "top": top_rows}
 
 
 def _defend(attack_data, config, log):

@@ -208,6 +208,17 @@ def _training_header(config, ds, result, num_queries, canaries) -> dict:
   }
 
 
+def _example_features(config: ml_collections.ConfigDict, ds: data.Dataset) -> dict:
+  """AttackData's example features for the attacks that read inputs (quantile_regression:
+  attacks.quantile.input_features, the population's principal components + the label), else
+  none (their cost is paid only when such an attack runs)."""
+  if "quantile_regression" not in tuple(config.attack.names):
+    return {}
+  features, population_features = attacks.quantile.input_features(
+      ds.test_x, ds.test_y, ds.pool_x, ds.pool_y, ds.num_classes)
+  return {"features": features, "population_features": population_features}
+
+
 def _train_and_audit(config: ml_collections.ConfigDict, workdir: str, ds: data.Dataset,
                      canaries: np.ndarray, model, keep: np.ndarray,
                      clock: report.StageClock, log: Callable[[str], None]) -> dict:
@@ -231,7 +242,8 @@ def _train_and_audit(config: ml_collections.ConfigDict, workdir: str, ds: data.D
                          keep=keep, population_logits=test_logits, population_labels=ds.test_y)
   clock.lap("inference")
   attack_data = attacks.AttackData(logits=logits, labels=ds.pool_y, keep=keep,
-                                   population_logits=test_logits, population_labels=ds.test_y)
+                                   population_logits=test_logits, population_labels=ds.test_y,
+                                   **_example_features(config, ds))
   header = _training_header(config, ds, result, logits.shape[2], canaries)
   if dp_plan is not None:
     header["privacy"] = privacy_header(config, dp_plan, epsilon)
@@ -271,6 +283,10 @@ def run_attack_only(config: ml_collections.ConfigDict, workdir: str,
   if not path:
     raise ConfigError("attack-only mode needs the logits file: pass --config.logits=FILE.npz")
   validation.validate_attack_only(config)
+  if "quantile_regression" in tuple(config.attack.names):
+    raise ConfigError("attack quantile_regression reads the examples' inputs, which a logits "
+                      "file does not hold; leave it out of --config.attack.names (or run the "
+                      "training pipeline)")
   workdir_lib.inspect(workdir, "attack_only")
   attack_data = logits_io.load(path)
   m, n, q, c = attack_data.logits.shape

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from mia_jax import stats
+from mia_jax.attacks import risk as attacks_risk
 
 FPRS = ("0.01", "0.001", "0.0001", "0.0")
 _UMASK = os.umask(0o022)
@@ -325,6 +326,26 @@ def _analysis_lines(results: dict) -> list[str]:
   return lines + [""]
 
 
+def _risk_lines(results: dict) -> list[str]:
+  """The per-example risk in brief: how many examples leak beyond chance, the top ones."""
+  r = results.get("risk")
+  if not r:
+    return []
+  lines = ["## Which examples are at risk", "",
+           f"Each pool example's risk: the AUC of its IN targets' scores against its OUT "
+           f"targets' over the {r['targets']} targets (the target's own scaled logit; 0.5: "
+           "membership of the example leaves no trace), with its 95% interval over targets "
+           f"(attacks.risk). Of {r['examples']} examples, {r['above_chance']} have their whole "
+           f"interval above 0.5 and {r['below_chance']} below it (with no leak about 2.5% "
+           f"would fall on each side); median risk {r['median']:.3f}. Every example's row is "
+           f"in `{r['file']}` (join on `index`, the example's row in the pool). The most at "
+           "risk:", ""]
+  rows = [{k: math.nan if v is None else v for k, v in row.items()} for row in r["top"]]
+  if rows:
+    lines += attacks_risk.markdown(rows).splitlines()
+  return lines + [""]
+
+
 def markdown(results: dict) -> str:
   """The report a person reads: models, privacy, the attack table, slices, shadow scaling."""
   lines = (_intro(results) + _defense_lines(results) + _privacy_section(results)
@@ -334,7 +355,7 @@ def markdown(results: dict) -> str:
   lines += ["Figures: `figures/roc.png` (log-log ROC), `figures/score_hist.png` (scores of "
             "members and non-members)" + (", `figures/shadow_scaling.png`." if scaled else "."),
             ""]
-  lines += _analysis_lines(results)
+  lines += _analysis_lines(results) + _risk_lines(results)
   lines += ["## Timing", "", timing_text(results["timing"]), ""]
   return "\n".join(lines)
 

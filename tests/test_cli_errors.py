@@ -245,6 +245,11 @@ CASES = {
     "attack-only logits x 1e30": (
         ["--config=configs/attack_only.py", "--config.logits={logits}", NEW],
         "logits reach", lambda t: {"logits": _logits_file(t / "l.npz", 1e30)}),
+    "quantile_regression in attack-only mode": (
+        ["--config=configs/attack_only.py", "--config.logits={logits}",
+         "--config.attack.names=('loss','quantile_regression')", NEW],
+        "attack quantile_regression reads the examples' inputs, which a logits file does not "
+        "hold", lambda t: {"logits": _logits_file(t / "l.npz")}),
     # the workdir
     "workdir below a regular file": (QUICK + ["--workdir={file}/w"], "lies below the file",
                                      lambda t: {"file": _file(t / "f")}),

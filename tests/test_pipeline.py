@@ -50,6 +50,9 @@ def test_tiny_audit_writes_everything(tmp_path):
     np.testing.assert_array_equal(f["keep"], np.load(tmp_path / "keep.npy"))
     assert f["population_logits"].shape[0] == 4
   assert os.listdir(tmp_path / "checkpoints")
+  assert on_disk["risk"]["targets"] == 4 and on_disk["risk"]["examples"] == 200
+  assert (tmp_path / "risk.csv").read_text().startswith("index,label,risk,lo,hi")
+  assert "## Which examples are at risk" in report
 
   # The attack-only mode on the run's own logits.npz gives the same attack results.
   only = load_config("attack_only")
@@ -388,3 +391,14 @@ def test_analysis_stage_config_errors(tmp_path):
   only.analysis.enabled = True
   with pytest.raises(ConfigError, match="analysis.enabled needs the run's data"):
     validation.validate_attack_only(only)
+
+
+def test_quantile_regression_reads_the_inputs_the_pipeline_passes(tmp_path):
+  """The training pipeline gives AttackData the examples' features (the population's
+  principal components + the label), so the shadow-free attack runs beside the others."""
+  config = tiny_config()
+  config.attack.names = ("loss", "quantile_regression")
+  config.attack.scaling_targets = 0
+  results = pipeline.run(config, str(tmp_path), log=lambda s: None)
+  auc = results["attacks"]["quantile_regression"]["auc"]
+  assert 0.3 < auc["mean"] < 1.0 and len(results["attacks"]["quantile_regression"]["per_target"]) == 4

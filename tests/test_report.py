@@ -1,12 +1,13 @@
 """report.md and the figures: the n/a rule, intervals that hold their estimates, what is drawn."""
 
+import csv
 import re
 import time
 
 import numpy as np
 import pytest
 
-from mia_jax import figures, metrics, report
+from mia_jax import attack_stage, attacks, figures, metrics, report
 from mia_jax.attacks import evaluate as attack_eval
 
 _CELL = re.compile(r"(-?\d+\.\d+)(?: ± \d+\.\d+)? \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
@@ -213,3 +214,28 @@ def test_stage_clock_laps_add_up_to_the_total_and_cpu_counts_work_not_waiting():
   text = report.timing_text(t)
   assert text.startswith(f"work {t['work_s']:.1f}s (CPU {t['cpu']['work_s']:.1f}s), wait ")
   assert "before the run" in text
+
+
+def test_per_example_risk_is_at_chance_without_signal_and_ranks_the_memorised_first(tmp_path):
+  rng = np.random.default_rng(0)
+  m, n, c = 16, 2000, 5
+  keep = np.argsort(rng.random((m, n)), axis=0) < m // 2          # exact design: 8 IN, 8 OUT
+  labels = rng.integers(0, c, n)
+  logits = rng.normal(size=(m, n, 1, c)).astype(np.float32)
+  memorised = np.arange(20)                       # the only examples whose membership shows
+  logits[:, memorised, 0, labels[memorised]] += 6.0 * keep[:, memorised]
+  data = attacks.AttackData(logits=logits, labels=labels, keep=keep)
+  r = attack_stage.per_example_risk(data, list(range(m)), str(tmp_path))
+  assert r["examples"] == n and r["targets"] == m
+  assert {row["index"] for row in r["top"]} <= set(memorised.tolist())
+  # The 1,980 examples without signal: about 2.5% on each side of 0.5 by chance.
+  false_flags = (r["above_chance"] - len(memorised)) + r["below_chance"]
+  assert r["above_chance"] >= len(memorised) and false_flags / (n - len(memorised)) < 0.10
+  expected = attacks.risk.per_example(data.target_signal("scaled_logit", range(m)).mean(-1),
+                                      keep)
+  with open(tmp_path / "risk.csv") as f:
+    rows = list(csv.DictReader(f))
+  np.testing.assert_allclose([float(x["risk"]) for x in rows], expected["risk"], rtol=1e-5)
+  text = "\n".join(report._risk_lines({"risk": r}))
+  assert "Which examples are at risk" in text and f"| 1 | {r['top'][0]['index']} |" in text
+  assert attack_stage.per_example_risk(data, [0, 1, 2], str(tmp_path)) is None
