@@ -127,7 +127,9 @@ def scaled_logit(logits, labels) -> np.ndarray:
 
 
 def loss(logits, labels) -> np.ndarray:
-  """Cross-entropy -log p_y; [..., C] -> [...]."""
+  """Cross-entropy -log p_y; [..., C] -> [...]. The attack signal of stored logits (numpy, any
+  leading axes, no label smoothing): not the training loss, whose one copy is
+  mia_jax.training.losses.softmax_cross_entropy (JAX, [B])."""
   return _signal(_loss, logits, labels)
 
 
