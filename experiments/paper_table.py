@@ -232,16 +232,15 @@ def post_hoc_rows(t: Table) -> None:
     if base not in t.kept:
       continue
     model, state, logits = t.kept[base]
-    defended = post_hoc.defend_all(attacks.AttackData(logits=logits, labels=y, keep=t.keep),
-                                   "logit_reweighting", {"w": w}).logits
+    reweight = post_hoc.get("logit_reweighting")     # the pipeline's post-hoc defense
+    defended = reweight(logits, y, t.keep, w=w)      # on arrays: a row may hold one model
     entry = {"base": base, "w": w, **accuracies(defended, y, t.keep),
              **t.attack(defended, y, t.keep),
              "argmax_changed": float(np.mean(defended.argmax(-1) != logits.argmax(-1))),
              **reweight_overhead(model, state, t.audited.pool_x, t.keep, y, logits, w, bs)}
     if base + "/lira" in t.kept:
       raw = t.kept[base + "/lira"]
-      dl = post_hoc.defend_all(attacks.AttackData(logits=raw, labels=y, keep=t.lira_keep),
-                               "logit_reweighting", {"w": w}).logits
+      dl = reweight(raw, y, t.lira_keep, w=w)
       entry["lira_aware"] = lira(dl, y, t.lira_keep)
       entry["lira_unaware"] = lira_unaware(raw, dl, y, t.lira_keep)
     t.res["post_hoc"][base] = entry
