@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mia_jax.mapping import xla_cpu
+
 
 def matmul_peak(n: int = 2048, reps: int = 3) -> float:
   """float32 matmul GFLOP/s (the median of `reps` calls after a warm-up)."""
@@ -34,20 +36,10 @@ def cost_flops(fn, *args) -> float:
   return float(analysis["flops"])
 
 
-def _eqns(jaxpr):
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for value in eqn.params.values():
-      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
-        sub = getattr(sub, "jaxpr", sub)
-        if hasattr(sub, "eqns"):
-          yield from _eqns(sub)
-
-
 def matmul_flops(fn, *args) -> float:
   """2 * multiply-adds of the dot_generals and convolutions of fn's jaxpr on args."""
   total = 0.0
-  for eqn in _eqns(jax.make_jaxpr(fn)(*args).jaxpr):
+  for eqn in xla_cpu.jaxpr_eqns(jax.make_jaxpr(fn)(*args).jaxpr):
     out = np.prod(eqn.outvars[0].aval.shape) if eqn.outvars else 0
     if eqn.primitive.name == "dot_general":
       (contracting, _), _ = eqn.params["dimension_numbers"]
